@@ -1,0 +1,55 @@
+"""The ``a3d`` command line: one subcommand module per area, each with ``add_parser``.
+
+Only this package reads argv or calls ``sys.exit``. Every subcommand turns expected failures
+(bad input files, bad configs) into one line on stderr and exit code 2, via :class:`a3d.errors.A3DError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from a3d.errors import A3DError
+
+# (module under a3d.cli, what it adds): each module defines add_parser(subparsers).
+_COMMANDS = ("cost", "data", "train", "eval", "report", "grid", "demo", "predict")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a3d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"a3d.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"a3d.cli.{name}":
+                continue  # subcommand not written yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from a3d import __version__
+
+    return f"a3d {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except A3DError as e:
+        print(f"a3d {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"a3d {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
