@@ -1,0 +1,80 @@
+"""DeepLesion evaluation: FROC, breakdowns, predictions files, metrics, plots and reports.
+
+numpy only (matplotlib for plots, imported when a plot is drawn); never imports torch or a model.
+The protocol is documented in ``docs/evaluation.md`` and :mod:`a3d.evaluation.froc`.
+"""
+
+from a3d.evaluation.breakdown import (
+    DEFAULT_DIAMETER_THRESHOLDS,
+    DEFAULT_INTERVAL_BINS,
+    LESION_TYPES,
+    breakdowns,
+    diameter_bins,
+)
+from a3d.evaluation.froc import (
+    DEFAULT_FPS,
+    Classification,
+    FROCResult,
+    bootstrap_ci,
+    bootstrap_sensitivities,
+    classify,
+    froc,
+    iou_inclusive,
+    sensitivity_at,
+)
+from a3d.evaluation.groundtruth import (
+    GroundTruth,
+    ImageGroundTruth,
+    ground_truth_from_boxes,
+    ground_truth_from_records,
+    split_code,
+)
+from a3d.evaluation.metrics import (
+    align_predictions,
+    evaluate_predictions,
+    metrics_to_markdown,
+    read_metrics,
+    write_evaluation,
+    write_metrics,
+)
+from a3d.evaluation.predictions import ImagePredictions, load_predictions, save_predictions
+
+
+def write_report(run_dirs, out_dir):
+    """See :func:`a3d.evaluation.report.write_report` (imported lazily: it draws with matplotlib)."""
+    from a3d.evaluation.report import write_report as _write_report
+
+    return _write_report(run_dirs, out_dir)
+
+
+__all__ = [
+    "DEFAULT_FPS",
+    "DEFAULT_INTERVAL_BINS",
+    "DEFAULT_DIAMETER_THRESHOLDS",
+    "LESION_TYPES",
+    "Classification",
+    "FROCResult",
+    "GroundTruth",
+    "ImageGroundTruth",
+    "ImagePredictions",
+    "align_predictions",
+    "bootstrap_ci",
+    "bootstrap_sensitivities",
+    "breakdowns",
+    "classify",
+    "diameter_bins",
+    "evaluate_predictions",
+    "froc",
+    "ground_truth_from_boxes",
+    "ground_truth_from_records",
+    "iou_inclusive",
+    "load_predictions",
+    "metrics_to_markdown",
+    "read_metrics",
+    "save_predictions",
+    "sensitivity_at",
+    "split_code",
+    "write_evaluation",
+    "write_metrics",
+    "write_report",
+]

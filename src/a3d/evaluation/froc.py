@@ -1,0 +1,371 @@
+"""The DeepLesion FROC (spec section 6), vectorised over all predictions of all images.
+
+Protocol, in the order it is applied:
+
+1. Pool the predictions of every image and sort them by descending score. Ties in score keep a
+   deterministic order: image order first (the order of the lists passed in), then the order of the
+   predictions inside their image (a stable sort of the concatenation).
+2. Walk down the list. A prediction with IoU >= ``iou_threshold`` against a not-yet-hit ground-truth
+   box of its own image marks *every* such box hit (true positive); a prediction whose best IoU with
+   every box of its image is below the threshold (or whose image has no boxes) is a false positive;
+   a prediction that overlaps (>= threshold) only boxes already hit counts as neither.
+   IoU uses the inclusive-pixel convention: width = x2 - x1 + 1, height = y2 - y1 + 1.
+3. The curve has one point per prediction, in sorted order:
+   (false positives so far / images, hits so far / ground-truth boxes).
+4. The sensitivity at a FP rate is numpy ``interp`` along that point sequence: where several points
+   share the asked FP rate exactly, the last of them; past the end, the last sensitivity. Before
+   the first point the curve starts at (0, 0): the first point is either (0, s) (a hit or "neither"
+   came first) or (1/images, 0) (a false positive came first), so prepending (0, 0) gives the same
+   numbers as numpy's "hold the first value" to the left. With no predictions at all every
+   sensitivity is 0. Between two FP levels the sensitivity is flat (a false positive adds no hit),
+   so the interpolated FROC is a step function: sensitivity(x) = hits found before the
+   (floor(x * images) + 1)-th false positive / ground-truth boxes.
+5. ``average`` is the mean of the first four sensitivities (the paper's "Avg.", 0.5, 1, 2, 4).
+
+Vectorisation: the hit state is per image, and the pooled order restricted to one image is that
+image's own score order, so each ground-truth box is hit by the *first* prediction (in pooled
+order) of its image that overlaps it >= threshold. Every (prediction, box-of-its-image) pair is
+formed once, the first hitter of each box found with ``np.unique``, and the curve is two cumsums.
+
+Ignored boxes (``gt_ignore``): used by per-lesion subsets. An ignored box is never counted as a
+ground truth nor as a hit, but a prediction overlapping it >= threshold is not a false positive
+(it counts as neither unless it also hits a counted box). The false positives are then exactly
+those of the evaluation with every box counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from a3d.errors import A3DError
+
+DEFAULT_FPS: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16)
+
+
+def iou_inclusive(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box (4,) against boxes (G, 4), x1 y1 x2 y2, inclusive pixels (w = x2 - x1 + 1)."""
+    box = np.asarray(box, dtype=np.float64)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return _pair_iou(np.broadcast_to(box, boxes.shape), boxes)
+
+
+def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of a (K, 4) and b (K, 4), inclusive pixels."""
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
+    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
+    return inter / (area_a + area_b - inter)
+
+
+@dataclass
+class Classification:
+    """Every prediction classified, in pooled sorted order (see the module docstring).
+
+    ``order``: indices into the concatenation of all images' predictions (image order, then
+    within-image order), sorted by descending score with the tie rule. ``image``: image index of
+    each sorted prediction. ``new_hits``: how many counted boxes it hits first. ``is_fp``: false
+    positive. ``n_gt``: counted boxes per image.
+    """
+
+    order: np.ndarray
+    image: np.ndarray
+    scores: np.ndarray
+    new_hits: np.ndarray
+    is_fp: np.ndarray
+    n_gt: np.ndarray
+
+    @property
+    def n_images(self) -> int:
+        return int(self.n_gt.shape[0])
+
+    @property
+    def n_lesions(self) -> int:
+        return int(self.n_gt.sum())
+
+
+@dataclass
+class FROCResult:
+    """Sensitivities at ``fps`` FPs per image, their ``average`` (first four) and the full curve."""
+
+    fps: np.ndarray
+    sensitivities: np.ndarray
+    average: float
+    curve_fps: np.ndarray
+    curve_sensitivity: np.ndarray
+    n_images: int
+    n_lesions: int
+    n_predictions: int
+    n_hits: int
+    n_false_positives: int
+    classification: Classification | None = field(default=None, repr=False)
+
+    @property
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(FPs per image, sensitivity), one point per prediction in score order."""
+        return self.curve_fps, self.curve_sensitivity
+
+    def as_dict(self) -> dict:
+        return {
+            "fps": [float(f) for f in self.fps],
+            "sensitivity": [_num(s) for s in self.sensitivities],
+            "average": _num(self.average),
+            "n_images": self.n_images,
+            "n_lesions": self.n_lesions,
+            "n_predictions": self.n_predictions,
+            "n_hits": self.n_hits,
+            "n_false_positives": self.n_false_positives,
+        }
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return None if not np.isfinite(x) else x
+
+
+def _as_boxes(b, what: str, i: int) -> np.ndarray:
+    a = np.asarray(b, dtype=np.float64)
+    if a.size == 0:
+        return np.zeros((0, 4))
+    if a.ndim != 2 or a.shape[1] != 4:
+        raise A3DError(f"{what} of image {i}: expected an (N, 4) array x1 y1 x2 y2, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise A3DError(f"{what} of image {i}: box coordinates must be finite (found NaN or inf)")
+    bad = np.nonzero((a[:, 2] < a[:, 0]) | (a[:, 3] < a[:, 1]))[0]
+    if bad.size:
+        raise A3DError(f"{what} of image {i}, box {bad[0]}: expected x2 >= x1 and y2 >= y1, got {a[bad[0]].tolist()}")
+    return a
+
+
+def classify(
+    pred_boxes: Sequence,
+    pred_scores: Sequence,
+    gt_boxes: Sequence,
+    iou_threshold: float = 0.5,
+    gt_ignore: Sequence | None = None,
+) -> Classification:
+    """Classify every prediction as hit (with how many boxes), false positive or neither."""
+    n_img = len(gt_boxes)
+    if len(pred_boxes) != n_img or len(pred_scores) != n_img:
+        raise A3DError(
+            f"froc: expected one entry per image in pred_boxes, pred_scores and gt_boxes, "
+            f"got {len(pred_boxes)}, {len(pred_scores)} and {n_img}"
+        )
+    pb = [_as_boxes(b, "predicted boxes", i) for i, b in enumerate(pred_boxes)]
+    gb = [_as_boxes(b, "ground-truth boxes", i) for i, b in enumerate(gt_boxes)]
+    ps = []
+    for i, s in enumerate(pred_scores):
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        if s.shape[0] != pb[i].shape[0]:
+            raise A3DError(f"predictions of image {i}: {pb[i].shape[0]} boxes but {s.shape[0]} scores")
+        if not np.isfinite(s).all():
+            raise A3DError(f"predictions of image {i}, box {int(np.nonzero(~np.isfinite(s))[0][0])}: score is not finite")
+        ps.append(s)
+    if gt_ignore is None:
+        ign = [np.zeros(len(g), dtype=bool) for g in gb]
+    else:
+        if len(gt_ignore) != n_img:
+            raise A3DError(f"froc: gt_ignore has {len(gt_ignore)} entries for {n_img} images")
+        ign = [np.asarray(m, dtype=bool).reshape(-1) for m in gt_ignore]
+        for i, (m, g) in enumerate(zip(ign, gb)):
+            if m.shape[0] != g.shape[0]:
+                raise A3DError(f"froc: gt_ignore of image {i} has {m.shape[0]} flags for {g.shape[0]} boxes")
+
+    n_pred = np.array([len(s) for s in ps], dtype=np.int64)
+    n_box = np.array([len(g) for g in gb], dtype=np.int64)
+    boxes = np.concatenate(pb) if n_img else np.zeros((0, 4))
+    scores = np.concatenate(ps) if n_img else np.zeros(0)
+    img_of_pred = np.repeat(np.arange(n_img), n_pred)
+    all_gt = np.concatenate(gb) if n_img else np.zeros((0, 4))
+    all_ign = np.concatenate(ign) if n_img else np.zeros(0, dtype=bool)
+    gt_start = np.concatenate([[0], np.cumsum(n_box)[:-1]]).astype(np.int64) if n_img else np.zeros(0, np.int64)
+
+    # Stable sort of -score: ties keep concatenation order = image order, then within-image order.
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, img = boxes[order], scores[order], img_of_pred[order]
+    P = len(order)
+
+    # All (prediction, box of its image) pairs, grouped by prediction in sorted order.
+    per = n_box[img]
+    pair_pred = np.repeat(np.arange(P), per)
+    first = np.repeat(np.cumsum(per) - per, per)
+    pair_gt = np.repeat(gt_start[img], per) + (np.arange(pair_pred.shape[0]) - first)
+    iou = _pair_iou(boxes[pair_pred], all_gt[pair_gt])
+    over = iou >= iou_threshold
+
+    overlapping = np.zeros(P, dtype=bool)
+    overlapping[pair_pred[over]] = True
+    is_fp = ~overlapping
+
+    counted = over & ~all_ign[pair_gt]
+    cp, cg = pair_pred[counted], pair_gt[counted]
+    # Pairs are in increasing sorted position, so the first occurrence of a box is its first hitter.
+    _, first_idx = np.unique(cg, return_index=True)
+    new_hits = np.bincount(cp[first_idx], minlength=P).astype(np.int64)
+
+    n_gt = np.array([int((~m).sum()) for m in ign], dtype=np.int64)
+    return Classification(order=order, image=img, scores=scores, new_hits=new_hits, is_fp=is_fp, n_gt=n_gt)
+
+
+def sensitivity_at(curve_fps: np.ndarray, curve_sensitivity: np.ndarray, fps: Sequence[float]) -> np.ndarray:
+    """numpy-interp sensitivity at ``fps`` along a point sequence (module docstring, step 4).
+
+    Of the points sharing one FP rate only the last is kept (what ``np.interp`` returns at an exact
+    tie), and the curve is taken to start at (0, 0). An empty curve gives zeros.
+    """
+    x = np.asarray(curve_fps, dtype=np.float64)
+    y = np.asarray(curve_sensitivity, dtype=np.float64)
+    q = np.asarray(fps, dtype=np.float64)
+    if x.size == 0:
+        return np.zeros(q.shape)
+    x = np.concatenate([[0.0], x])
+    y = np.concatenate([[0.0], y])
+    keep = np.concatenate([x[1:] != x[:-1], [True]])
+    return np.interp(q, x[keep], y[keep])
+
+
+def _average(sens: np.ndarray) -> float:
+    return float(np.mean(sens[:4])) if sens.size else float("nan")
+
+
+def froc_from_classification(c: Classification, fps: Sequence[float] = DEFAULT_FPS) -> FROCResult:
+    fps_arr = np.asarray(fps, dtype=np.float64)
+    n_images, n_lesions = c.n_images, c.n_lesions
+    cum_fp = np.cumsum(c.is_fp)
+    cum_hit = np.cumsum(c.new_hits)
+    curve_fps = cum_fp / n_images if n_images else cum_fp.astype(np.float64)
+    if n_lesions:
+        curve_sens = cum_hit / n_lesions
+        sens = sensitivity_at(curve_fps, curve_sens, fps_arr)
+    else:  # no ground truth: sensitivity undefined
+        curve_sens = np.full(cum_hit.shape, np.nan)
+        sens = np.full(fps_arr.shape, np.nan)
+    return FROCResult(
+        fps=fps_arr,
+        sensitivities=sens,
+        average=_average(sens),
+        curve_fps=curve_fps,
+        curve_sensitivity=curve_sens,
+        n_images=n_images,
+        n_lesions=n_lesions,
+        n_predictions=int(c.order.shape[0]),
+        n_hits=int(cum_hit[-1]) if cum_hit.size else 0,
+        n_false_positives=int(cum_fp[-1]) if cum_fp.size else 0,
+        classification=c,
+    )
+
+
+def froc(
+    pred_boxes: Sequence,
+    pred_scores: Sequence,
+    gt_boxes: Sequence,
+    fps: Sequence[float] = DEFAULT_FPS,
+    *,
+    iou_threshold: float = 0.5,
+    gt_ignore: Sequence | None = None,
+) -> FROCResult:
+    """DeepLesion FROC over images; each argument is a list with one array per image.
+
+    ``pred_boxes[i]``: (N_i, 4) x1 y1 x2 y2 (0-based, inclusive pixels); ``pred_scores[i]``: (N_i,);
+    ``gt_boxes[i]``: (G_i, 4). ``gt_ignore[i]`` (optional, (G_i,) bool): boxes that are neither
+    counted nor false-positive-making (per-lesion subsets). With no counted box at all the
+    sensitivities are NaN. See the module docstring for the exact protocol.
+    """
+    return froc_from_classification(classify(pred_boxes, pred_scores, gt_boxes, iou_threshold, gt_ignore), fps)
+
+
+def bootstrap_sensitivities(
+    c: Classification,
+    fps: Sequence[float] = DEFAULT_FPS,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    max_chunk_elements: int = 8_000_000,
+) -> np.ndarray:
+    """Sensitivities at ``fps`` for ``n_bootstrap`` resamples of the images (with replacement).
+
+    Returns (n_bootstrap, len(fps)). A resample is the FROC of the pooled predictions where image i
+    appears w_i times (multinomial counts, ``np.random.default_rng(seed)``); its false positives and
+    hits are the per-prediction classes weighted by w (classes are per image, so they do not change).
+    The copies of one prediction are processed together, which equals evaluating the duplicated
+    image list exactly when no two scores tie. Computed with the step form of the interpolation
+    (module docstring, step 4): for each resample, the first false positive that takes the count
+    above floor(x * images) is found by one ``searchsorted`` over all rows, and the hits before it
+    are read off the cumulative hits.
+    """
+    fps_arr = np.asarray(fps, dtype=np.float64)
+    N = c.n_images
+    B = int(n_bootstrap)
+    out = np.full((B, fps_arr.size), np.nan)
+    if N == 0 or B <= 0:
+        return out
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, N, size=(B, N))
+    draws += np.arange(B, dtype=draws.dtype)[:, None] * N
+    W = np.bincount(draws.ravel(), minlength=B * N).reshape(B, N).astype(np.int64)
+    del draws
+    G = W @ c.n_gt  # (B,)
+    limits = np.floor(fps_arr * N).astype(np.int64)  # FP count allowed at each x
+
+    hit_pos = np.nonzero(c.new_hits)[0]
+    hit_img, hit_n = c.image[hit_pos], c.new_hits[hit_pos]
+    fp_pos = np.nonzero(c.is_fp)[0]
+    fp_img = c.image[fp_pos]
+    F = fp_pos.size
+    # Number of hit events strictly before each FP event, and the total.
+    hits_before_fp = np.searchsorted(hit_pos, fp_pos)
+
+    rows = max(1, int(max_chunk_elements // max(F, hit_pos.size, 1)))
+    for s in range(0, B, rows):
+        w = W[s : s + rows]
+        b = w.shape[0]
+        cum_h = np.cumsum(w[:, hit_img] * hit_n, axis=1)
+        cum_h = np.concatenate([np.zeros((b, 1), dtype=np.int64), cum_h], axis=1)  # (b, H + 1)
+        if F:
+            cum_f = np.cumsum(w[:, fp_img], axis=1)  # (b, F), non-decreasing per row
+            span = int(max(cum_f[:, -1].max(), limits.max())) + 1
+            off = np.arange(b, dtype=np.int64)[:, None] * span
+            flat = (cum_f + off).ravel()
+            k = np.searchsorted(flat, (off + limits[None, :]).ravel(), side="right").reshape(b, -1)
+            k -= np.arange(b, dtype=np.int64)[:, None] * F  # FP events within the limit, per row
+            idx = np.where(k < F, hits_before_fp[np.minimum(k, F - 1)], hit_pos.size)
+        else:
+            idx = np.full((b, limits.size), hit_pos.size)
+        hits = np.take_along_axis(cum_h, idx, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s : s + b] = np.where(G[s : s + b, None] > 0, hits / G[s : s + b, None], np.nan)
+    return out
+
+
+def bootstrap_ci(
+    c: Classification,
+    fps: Sequence[float] = DEFAULT_FPS,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Percentile bootstrap CI over images: {"level", "n_bootstrap", "seed", "average", "sensitivity"}.
+
+    ``average`` is [low, high] for the mean of the first four sensitivities; ``sensitivity`` one
+    [low, high] per FP rate. Resamples whose sensitivity is undefined (no lesion drawn) are skipped.
+    """
+    samples = bootstrap_sensitivities(c, fps, n_bootstrap, seed)
+    avg = samples[:, :4].mean(axis=1)
+    lo, hi = 50 * (1 - level), 50 * (1 + level)
+
+    def pct(v: np.ndarray) -> list[float | None]:
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return [None, None]
+        return [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
+
+    return {
+        "level": float(level),
+        "n_bootstrap": int(n_bootstrap),
+        "seed": int(seed),
+        "average": pct(avg),
+        "sensitivity": [pct(samples[:, j]) for j in range(samples.shape[1])],
+    }
