@@ -1,0 +1,167 @@
+"""``a3d eval``: DeepLesion FROC of saved predictions, or of a model checkpoint run over a split.
+
+    a3d eval --predictions preds.json --data ROOT --split test --out DIR
+    a3d eval CHECKPOINT --data ROOT --split val --out DIR [--batch-size 4] [--device cuda]
+
+Writes predictions.json, predictions.csv, metrics.json, metrics.md, froc.png and froc.svg to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from a3d.errors import A3DError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="DeepLesion FROC of saved predictions or of a checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", nargs="?", help="model checkpoint to run over the split (omit with --predictions)")
+    p.add_argument("--predictions", help="saved predictions file (.json a3d-predictions, or .csv image_id,x1,y1,x2,y2,score)")
+    p.add_argument("--data", required=True, help="DeepLesion root holding DL_info.csv (or the CSV itself)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="official split (default test)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--batch-size", type=int, default=4, help="model evaluation batch size (default 4)")
+    p.add_argument("--device", default=None, help="model evaluation device (default: cuda if available)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a hit (default 0.5)")
+    p.add_argument("--fps", default="0.5,1,2,4,8,16", help="FPs per image to report, comma separated")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--interval-bin",
+        action="append",
+        metavar="LABEL=LO:HI",
+        help="slice-interval subset, mm, closed [LO, HI]; repeat (default '<= 2 mm=0:2' and '5 mm=5:5')",
+    )
+    p.add_argument("--diameter-thresholds", default="10,30", help="long-diameter bin edges in mm (default 10,30)")
+    p.add_argument("--keep-noisy", action="store_true", help="keep lesions flagged Possibly_noisy (dropped by default)")
+    p.add_argument(
+        "--missing-as-empty",
+        action="store_true",
+        help="treat split images absent from a JSON predictions file as having no detections (CSV: always)",
+    )
+    p.add_argument("--name", help="run name stored in metrics.json")
+    p.add_argument("--operator", help="operator stored in metrics.json (for a3d report)")
+    p.add_argument("--slices", type=int, help="number of slices stored in metrics.json (for a3d report)")
+    p.set_defaults(func=run)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise A3DError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not vals or not all(math.isfinite(v) and v >= 0 for v in vals):
+        raise A3DError(f"{what}: expected non-negative numbers, got {text!r}")
+    return vals
+
+
+def _interval_bins(specs: list[str] | None):
+    from a3d.evaluation import DEFAULT_INTERVAL_BINS
+
+    if not specs:
+        return DEFAULT_INTERVAL_BINS
+    out = []
+    for s in specs:
+        label, sep, rng = s.rpartition("=")
+        lo, sep2, hi = rng.partition(":")
+        try:
+            if not sep or not sep2 or not label:
+                raise ValueError
+            out.append((label, float(lo), float(hi)))
+        except ValueError:
+            raise A3DError(f"--interval-bin: expected LABEL=LO:HI (mm), got {s!r}") from None
+    return tuple(out)
+
+
+def _dl_info_path(data: str) -> Path:
+    p = Path(data)
+    csv = p if p.is_file() else p / "DL_info.csv"
+    if not csv.is_file():
+        raise A3DError(f"{csv}: DL_info.csv not found (give --data the DeepLesion root or the CSV)")
+    return csv
+
+
+def read_records(csv_path: Path):
+    """DeepLesion lesion records via ``a3d.data.read_dl_info`` (imported here: data is optional for scoring)."""
+    try:
+        from a3d.data import read_dl_info
+    except ImportError as e:
+        raise A3DError(f"{csv_path}: cannot read DL_info.csv, a3d.data.read_dl_info is unavailable ({e})") from None
+    return read_dl_info(csv_path)
+
+
+def _predict(args, data_root: Path):
+    try:
+        from a3d.engine.evaluate import predict_split
+    except ImportError as e:
+        raise A3DError(f"{args.checkpoint}: model evaluation is unavailable (a3d.engine.evaluate.predict_split: {e})") from None
+    if not Path(args.checkpoint).is_file():
+        raise A3DError(f"{args.checkpoint}: checkpoint file not found")
+    return predict_split(args.checkpoint, str(data_root), args.split, batch_size=args.batch_size, device=args.device)
+
+
+def run(args) -> int:
+    from a3d.evaluation import evaluate_predictions, ground_truth_from_records, load_predictions, write_evaluation
+
+    if bool(args.checkpoint) == bool(args.predictions):
+        raise A3DError("eval: give either a CHECKPOINT or --predictions FILE (exactly one)")
+    fps = _floats(args.fps, "--fps")
+    thresholds = _floats(args.diameter_thresholds, "--diameter-thresholds")
+    bins = _interval_bins(args.interval_bin)
+    if not 0 < args.iou <= 1:
+        raise A3DError(f"--iou: expected a number in (0, 1], got {args.iou}")
+    if args.bootstrap < 0:
+        raise A3DError(f"--bootstrap: expected >= 0, got {args.bootstrap}")
+
+    csv = _dl_info_path(args.data)
+    gt = ground_truth_from_records(read_records(csv), args.split, drop_noisy=not args.keep_noisy)
+    if len(gt) == 0:
+        raise A3DError(f"{csv}: no lesion of split {args.split} (after dropping noisy rows)")
+
+    if args.predictions:
+        preds = load_predictions(args.predictions)
+        source = str(args.predictions)
+        missing = "empty" if (args.missing_as_empty or Path(args.predictions).suffix.lower() == ".csv") else "error"
+    else:
+        data_root = csv.parent
+        preds = list(_predict(args, data_root))
+        source = f"{args.checkpoint} predictions"
+        missing = "empty"  # images the model returned nothing for
+    run_meta = {k: v for k, v in (("name", args.name), ("operator", args.operator), ("slices", args.slices)) if v is not None}
+    if args.checkpoint and "name" not in run_meta:
+        run_meta["name"] = Path(args.checkpoint).parent.name or Path(args.checkpoint).stem
+    m = evaluate_predictions(
+        preds,
+        gt,
+        fps=fps,
+        iou_threshold=args.iou,
+        interval_bins=bins,
+        diameter_thresholds=thresholds,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        missing=missing,
+        source=source,
+        run=run_meta or None,
+    )
+    # Write every evaluated image (those without detections included) to the predictions file.
+    by_id = {p.image_id: p for p in preds}
+    from a3d.evaluation.predictions import ImagePredictions
+    import numpy as np
+
+    full = [by_id.get(i) or ImagePredictions(i, np.zeros((0, 4)), np.zeros(0)) for i in gt.image_ids]
+    paths = write_evaluation(args.out, full, m, title=f"DeepLesion FROC ({args.split})")
+    sens = " ".join(f"{f:g}:{100 * s:.2f}" if s is not None else f"{f:g}:-" for f, s in zip(m["fps"], m["sensitivity"]))
+    avg = m["average"]
+    ci = (m.get("ci") or {}).get("average")
+    ci_s = f" (95% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f})" if ci and None not in ci else ""
+    print(f"{m['n_images']} images, {m['n_lesions']} lesions, {m['n_predictions']} predictions")
+    print(f"sensitivity (%) at FPs/image  {sens}  Avg. {100 * avg:.2f}{ci_s}" if avg is not None else f"sensitivity: {sens}")
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")
+    return 0
