@@ -1,0 +1,131 @@
+"""Training checkpoints: one ``torch.save`` dict, plain types + tensors, loadable with weights_only=True.
+
+Keys (format 1):
+
+- ``format`` (int, :data:`FORMAT`), ``a3d_version`` (str)
+- ``config``: the full config as a plain dict (:func:`a3d.config.config_to_dict`)
+- ``model``: state dict of the detector (no DDP ``module.`` prefix)
+- ``optimizer``, ``scheduler`` ({"iteration": int}), ``scaler`` (GradScaler state, {} when unused)
+- ``rng``: list (one per rank) of {"python", "numpy", "torch", "cuda"} states as tensors/plain types
+- ``epoch`` (epoch the next iteration belongs to), ``iteration`` (optimizer steps done),
+  ``iters_per_epoch``, ``total_iters``, ``world_size``
+- ``history``: list of {"epoch", "iteration", "val_average", "val_sensitivities"} (validation results)
+- ``best_metric``: best validation average sensitivity so far (float, -1 if none)
+
+Writes are atomic (temp file + rename), so a killed run leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from a3d.errors import A3DError
+from a3d.io import atomic_path
+
+FORMAT = 1
+REQUIRED = ("format", "a3d_version", "config", "model", "epoch", "iteration")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Atomically ``torch.save`` ``state`` (with ``format`` and ``a3d_version`` filled in) to ``path``."""
+    from a3d import __version__
+
+    state = {"format": FORMAT, "a3d_version": __version__, **state}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; refuse other formats with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise A3DError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated files, non-weights-only content
+        raise A3DError(f"{path}: not a readable a3d checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise A3DError(f"{path}: not an a3d checkpoint (no 'format' key; expected a file written by 'a3d train')")
+    if ckpt["format"] != FORMAT:
+        raise A3DError(f"{path}: checkpoint format {ckpt['format']} (a3d {ckpt.get('a3d_version', '?')}); "
+                       f"this a3d reads format {FORMAT}")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise A3DError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------ RNG
+
+
+def rng_state() -> dict:
+    """This process's RNG states as tensors / plain types (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": _plain(random.getstate()),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(x):
+    if isinstance(x, tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _tuples(x):
+    if isinstance(x, list):
+        return tuple(_tuples(v) for v in x)
+    return x
+
+
+def model_state(model: torch.nn.Module) -> dict:
+    """State dict without DDP's ``module.`` wrapper."""
+    return getattr(model, "module", model).state_dict()
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Strictly load ``state``; a mismatch (another config's checkpoint) is an A3DError naming keys."""
+    target = getattr(model, "module", model)
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise A3DError(f"{source}: weights do not fit this model structure ({'; '.join(parts)}); "
+                       "the checkpoint comes from another config")
+    target.load_state_dict(state)

@@ -1,0 +1,169 @@
+"""Data loading for training: datasets from the config, a deterministic sampler, seeded samples.
+
+Determinism (what makes ``--resume`` end with the same weights as an uninterrupted run):
+
+- the order of samples is a function of (seed, epoch) only (:class:`EpochSampler`), split across
+  ranks like DistributedSampler (padded so every rank gets the same number of batches);
+- each sample's augmentation is drawn from RNGs seeded by (seed, epoch, sample index)
+  (:class:`SeededDataset`), whatever the worker count, rank or resume point; the caller's global
+  RNG states are left untouched;
+- a resumed epoch starts its sampler at the batch where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from a3d.config import Config, DataConfig
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset; item ``(index, seed)`` -> ``dataset[index]`` with python/numpy/torch RNGs seeded."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+class EpochSampler(Sampler):
+    """This rank's ``(index, sample seed)`` pairs for one epoch: a (seed, epoch) permutation, padded to
+    a multiple of ``world_size * batch_size``, every ``world_size``-th element from ``rank``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(1, math.ceil(self.n / (self.world_size * self.batch_size)))
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = self.batches_per_epoch * self.world_size * self.batch_size
+        while len(order) < total:
+            order += order[: total - len(order)]
+        return order[:total]
+
+    def __iter__(self):
+        mine = self._indices()[self.rank :: self.world_size]
+        for index in mine[self.start_batch * self.batch_size :]:
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+class HorizontalFlip:
+    """Random horizontal flip of (1, D, H, W) image and its target (boxes, masks, recist)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, image, target):
+        if random.random() >= self.p:
+            return image, target
+        w = image.shape[-1]
+        image = image.flip(-1)
+        target = dict(target)
+        b = target["boxes"].clone()
+        b[:, 0], b[:, 2] = w - 1 - target["boxes"][:, 2], w - 1 - target["boxes"][:, 0]
+        target["boxes"] = b
+        if "masks" in target:
+            target["masks"] = target["masks"].flip(-1)
+        if "recist" in target:
+            r = target["recist"].clone()
+            r[:, 0::2] = w - 1 - r[:, 0::2]
+            target["recist"] = r
+        return image, target
+
+
+def train_transform(d: DataConfig):
+    """The training augmentation for ``d``: the data package's TrainTransform when it exists (flip +
+    shift/scale/rotate), else a horizontal flip only."""
+    if not d.flip and not d.augment:
+        return None
+    try:
+        from a3d.data.transforms import TrainTransform  # type: ignore
+    except ImportError:
+        return HorizontalFlip() if d.flip else None
+    return _make_train_transform(TrainTransform, d)
+
+
+def _make_train_transform(cls, d: DataConfig):
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    wanted = {"flip": d.flip, "augment": d.augment, "shift": d.shift, "scale": d.scale, "rotate": d.rotate,
+              "rotation": d.rotate, "p": d.augment_p, "augment_p": d.augment_p, "prob": d.augment_p}
+    kwargs = {k: v for k, v in wanted.items() if k in params}
+    if not d.augment:
+        if "augment" not in params:
+            for k in ("p", "augment_p", "prob"):
+                if k in kwargs:
+                    kwargs[k] = 0.0
+    return cls(**kwargs)
+
+
+def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None):
+    from a3d.data import DeepLesionDataset
+
+    d = cfg.data
+    return DeepLesionDataset(
+        d.root,
+        split=split,
+        slices=cfg.model.slices,
+        size=d.size,
+        transform=train_transform(d) if train else None,
+        masks=(d.masks and cfg.model.mask) if masks is None else masks,
+    )
+
+
+def make_train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int, workers: int,
+                      shuffle: bool = True) -> tuple[DataLoader, EpochSampler]:
+    from a3d.data import collate
+
+    sampler = EpochSampler(len(dataset), batch_size, seed, rank, world_size, shuffle=shuffle)
+    loader = DataLoader(
+        SeededDataset(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+        # a private generator: creating an iterator must not draw from the global torch RNG
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler
