@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="official split (default test)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--batch-size", type=int, default=4, help="model evaluation batch size (default 4)")
-    p.add_argument("--device", default=None, help="model evaluation device (default: cuda if available)")
+    p.add_argument("--device", default="auto", help="model evaluation device (default auto: cuda if available)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a hit (default 0.5)")
     p.add_argument("--fps", default="0.5,1,2,4,8,16", help="FPs per image to report, comma separated")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI (0: none)")

@@ -212,20 +212,30 @@ def classify(
 
 
 def sensitivity_at(curve_fps: np.ndarray, curve_sensitivity: np.ndarray, fps: Sequence[float]) -> np.ndarray:
-    """numpy-interp sensitivity at ``fps`` along a point sequence (module docstring, step 4).
+    """Sensitivity at ``fps`` along a point sequence with numpy ``interp`` semantics (module docstring, step 4).
 
-    Of the points sharing one FP rate only the last is kept (what ``np.interp`` returns at an exact
-    tie), and the curve is taken to start at (0, 0). An empty curve gives zeros.
+    The sequence is taken to start at (0, 0) and its FP rates must not decrease. For a query q:
+    j = the last point with FP <= q (so at an FP rate shared by several points, the last of them);
+    past the last point its sensitivity; otherwise linear between point j and point j + 1 (the first
+    point of the next FP rate). Written out rather than relying on ``np.interp`` with repeated x
+    values, which numpy does not document; it agrees with ``np.interp`` on such sequences. An empty
+    curve gives zeros.
     """
-    x = np.asarray(curve_fps, dtype=np.float64)
-    y = np.asarray(curve_sensitivity, dtype=np.float64)
+    x = np.asarray(curve_fps, dtype=np.float64).reshape(-1)
+    y = np.asarray(curve_sensitivity, dtype=np.float64).reshape(-1)
     q = np.asarray(fps, dtype=np.float64)
     if x.size == 0:
         return np.zeros(q.shape)
     x = np.concatenate([[0.0], x])
     y = np.concatenate([[0.0], y])
-    keep = np.concatenate([x[1:] != x[:-1], [True]])
-    return np.interp(q, x[keep], y[keep])
+    qc = np.maximum(q, 0.0)
+    j = np.searchsorted(x, qc, side="right") - 1  # last index with x <= q (>= 0 thanks to the origin)
+    last = j >= x.size - 1
+    jn = np.minimum(j + 1, x.size - 1)
+    dx = x[jn] - x[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(last | (dx <= 0), 0.0, (qc - x[j]) / np.where(dx > 0, dx, 1.0))
+    return np.where(last, y[-1], y[j] + t * (y[jn] - y[j]))
 
 
 def _average(sens: np.ndarray) -> float:
