@@ -110,7 +110,7 @@ def write_dicom_series(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.7, 2.5
         sop = generate_uid()
         meta.MediaStorageSOPInstanceUID = sop
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        fn = folder / f"{series_uid[-6:]}_{k:03d}.dcm"
+        fn = folder / f"s{series_uid.replace('.', '')[-6:]}_{k:03d}.dcm"
         ds = FileDataset(str(fn), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID = meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = sop

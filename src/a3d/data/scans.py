@@ -264,15 +264,6 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         reader.ReadImageInformation()
         dim = reader.GetDimension()
         size = reader.GetSize()
-        keys = set(reader.GetMetaDataKeys())
-        pixdim = []
-        for i in (1, 2, 3):
-            k = f"pixdim[{i}]"
-            if k in keys:
-                try:
-                    pixdim.append(float(reader.GetMetaData(k)))
-                except ValueError:
-                    pass
         img = reader.Execute()
     except RuntimeError as e:
         first = str(e).strip().splitlines()
@@ -282,9 +273,89 @@ def read_nifti(path: str | os.PathLike) -> Scan:
         img = img[:, :, :, 0]
     elif dim > 3:
         raise A3DError(f"{path}: {dim}-D NIfTI of size {tuple(size)}; expected a single 3D CT volume")
-    if len(pixdim) >= min(dim, 3) and any(not (p > 0) for p in pixdim[: min(dim, 3)]):
-        raise A3DError(f"{path}: NIfTI header has no voxel spacing (pixdim {pixdim[:3]}); expected positive spacing in mm")
-    return _finish(img, str(path), "nifti", scan_name(path))
+    _check_nifti_complete(path, img)
+    hdr = _nifti_header(path)
+    warnings = []
+    if hdr is not None:
+        pixdim, qform, sform = hdr
+        if any(not (p > 0) for p in pixdim[: min(dim, 3)]):
+            raise A3DError(f"{path}: NIfTI header has no voxel spacing (pixdim {list(pixdim[:3])}); expected positive spacing in mm")
+        if qform <= 0 and sform <= 0:
+            warnings.append(f"{path}: NIfTI header has no orientation (qform_code = sform_code = 0); axes assumed as stored")
+    scan = _finish(img, str(path), "nifti", scan_name(path))
+    scan.warnings[:0] = warnings
+    return scan
+
+
+def _check_nifti_complete(path: Path, img) -> None:
+    """ITK reads a truncated NIfTI (gzip or not) without complaint, padding it: check the length."""
+    import gzip
+    import zlib
+
+    total = 0
+    try:
+        if str(path).lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 22)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+        else:
+            total = os.path.getsize(path)
+    except (OSError, EOFError, zlib.error) as e:
+        raise A3DError(f"{path}: corrupt or truncated NIfTI file ({type(e).__name__}: {str(e)[:120]})") from e
+    hdr = _nifti_raw(path)
+    if hdr is not None:
+        vox_offset, nbytes = hdr
+        if total < vox_offset + nbytes:
+            raise A3DError(f"{path}: truncated NIfTI file ({total} bytes of image data, expected {int(vox_offset + nbytes)})")
+
+
+def _nifti_raw(path: Path):
+    """(vox_offset, voxel data bytes) from a NIfTI-1 header, or None."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read(348)
+    except (OSError, EOFError):
+        return None
+    if len(raw) < 348:
+        return None
+    for end in ("<", ">"):
+        if struct.unpack(end + "i", raw[:4])[0] == 348:
+            dims = struct.unpack(end + "8h", raw[40:56])
+            bitpix = struct.unpack(end + "h", raw[72:74])[0]
+            vox_offset = struct.unpack(end + "f", raw[108:112])[0]
+            n = 1
+            for d in dims[1 : 1 + max(0, min(dims[0], 7))]:
+                n *= max(int(d), 1)
+            return float(vox_offset), n * max(int(bitpix), 0) // 8
+    return None
+
+
+def _nifti_header(path: Path):
+    """(pixdim[1:4], qform_code, sform_code) from a NIfTI-1 header (ITK replaces zero pixdims by 1)."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read(348)
+    except (OSError, EOFError):
+        return None
+    if len(raw) < 348:
+        return None
+    for end in ("<", ">"):
+        if struct.unpack(end + "i", raw[:4])[0] == 348:
+            pixdim = struct.unpack(end + "8f", raw[76:108])[1:4]
+            qform, sform = struct.unpack(end + "hh", raw[252:256])
+            return pixdim, qform, sform
+    return None  # NIfTI-2 or unknown: trust ITK
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,45 +555,21 @@ def read_scan(
 
 
 # --------------------------------------------------------------------------------------------
-# intensity and slice context (fallbacks; the dataset's own functions are used when present)
+# intensity and slice context: the dataset's own rules (a3d.data.slices), re-exported here
 
 
-def normalize_hu(hu: np.ndarray) -> np.ndarray:
-    """Spec section 5: clip HU to [-1024, 2050], map linearly to [0, 255], subtract 50."""
-    try:
-        from a3d.data.slices import normalize_hu as _dataset_normalize  # type: ignore
-
-        return _dataset_normalize(hu)
-    except ImportError:
-        pass
-    x = np.clip(np.asarray(hu, dtype=np.float32), -1024.0, 2050.0)
-    return (x + 1024.0) * (255.0 / 3074.0) - 50.0
-
-
-def context_positions(key: int, depth: int, slice_interval: float, target: float = 2.0) -> np.ndarray:
-    """Fractional slice positions of the ``depth`` context slices around ``key`` at ``target`` mm
-    (spec section 5: key + j * 2 / interval, j = -(D-1)/2 .. (D-1)/2)."""
-    half = (depth - 1) / 2
-    j = np.arange(depth, dtype=np.float64) - half
-    return key + j * (target / float(slice_interval))
-
-
-def interpolation_weights(positions: np.ndarray, n_slices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lower index, upper index, weight of upper) for linear interpolation, clamped to the volume."""
-    p = np.clip(np.asarray(positions, dtype=np.float64), 0, n_slices - 1)
-    lo = np.floor(p).astype(np.int64)
-    hi = np.minimum(lo + 1, n_slices - 1)
-    w = (p - lo).astype(np.float32)
-    return lo, hi, w
+from a3d.data.slices import hu_to_input as normalize_hu  # noqa: E402  (clip [-1024, 2050] -> [0, 255] - 50)
+from a3d.data.slices import interpolation_plan, neighbour_positions  # noqa: E402
 
 
 def resample_z(volume: np.ndarray, spacing_z: float, target: float = 2.0) -> np.ndarray:
-    """Whole volume resampled along z to ``target`` mm by linear interpolation (same rule as the
-    context slices: positions k * target / spacing, clamped). Used for checks and previews."""
+    """Whole volume resampled along z to ``target`` mm by linear interpolation, blending like the
+    dataset's neighbour interpolation (positions k * target / spacing, clamped to the volume)."""
     n = volume.shape[0]
     length = (n - 1) * spacing_z
     m = int(math.floor(length / target + 1e-6)) + 1
-    pos = np.arange(m) * (target / spacing_z)
-    lo, hi, w = interpolation_weights(pos, n)
-    w = w.reshape(-1, *([1] * (volume.ndim - 1)))
+    pos = np.clip(np.arange(m) * (target / spacing_z), 0, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(np.float32).reshape(-1, *([1] * (volume.ndim - 1)))
     return volume[lo] * (1 - w) + volume[hi] * w

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from a3d.data.scans import Scan, context_positions, interpolation_weights, normalize_hu
+from a3d.data.scans import Scan
+from a3d.data.slices import hu_to_input, interpolation_plan
 from a3d.errors import A3DError
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,9 @@ class InplaneFit:
 
 
 class ContextBuilder:
-    """Builds (D, size, size) normalised inputs for key slices, resizing each stored slice once."""
+    """Builds (D, size, size) normalised inputs for key slices like the dataset does: neighbour
+    slices 2 mm apart blended in HU (:func:`a3d.data.slices.interpolation_plan`), then mapped to
+    [-50, 205] (:func:`a3d.data.slices.hu_to_input`). Each stored slice is fitted in-plane once."""
 
     def __init__(self, scan: Scan, spec: ModelSpec):
         self.scan = scan
@@ -177,27 +180,25 @@ class ContextBuilder:
         self.n = z
         self.sz = sz
         self.fit = InplaneFit.create(h, w, sx, sy, spec.size)
-        self.fill = float(normalize_hu(np.array([AIR_HU], dtype=np.float32))[0])
         self._cache: dict[int, np.ndarray] = {}
 
     def _slice(self, i: int) -> np.ndarray:
         s = self._cache.get(i)
         if s is None:
-            s = self.fit.apply(normalize_hu(self.scan.hu[i]), self.fill)
+            s = self.fit.apply(self.scan.hu[i], AIR_HU)
             self._cache[i] = s
         return s
 
     def build(self, key: int) -> np.ndarray:
-        pos = context_positions(key, self.spec.depth, self.sz, self.spec.slice_mm)
-        lo, hi, w = interpolation_weights(pos, self.n)
+        plan = interpolation_plan(key, self.sz, self.spec.depth, 0, self.n - 1)
         out = np.empty((self.spec.depth, self.spec.size, self.spec.size), dtype=np.float32)
-        for d in range(self.spec.depth):
-            a = self._slice(int(lo[d]))
-            if w[d] > 0 and hi[d] != lo[d]:
-                out[d] = a * (1 - w[d]) + self._slice(int(hi[d])) * w[d]
+        for d, (lo, hi, w) in enumerate(plan):
+            a = self._slice(int(lo))
+            if w > 0 and hi != lo:
+                out[d] = a * (1 - w) + self._slice(int(hi)) * w
             else:
                 out[d] = a
-        return out
+        return hu_to_input(out)
 
     def forget_below(self, index: int) -> None:
         for k in [k for k in self._cache if k < index]:
