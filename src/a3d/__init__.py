@@ -1,16 +1,13 @@
 """a3d: universal lesion detection in CT with 3D context fusion operators.
 
 Entry points for users:
-- ``a3d.ops``: the seven operators (``OPERATORS``, ``from_conv2d``).
+- ``a3d.ops``: the seven operators (``OPERATORS``, ``from_conv2d``, ``set_thickness``).
 - ``a3d.convert``: turn a 2D model into a 3D one with a chosen operator.
 - ``a3d.models``: the truncated DenseNet-121 3D backbone and the detector.
 """
 
 __version__ = "0.1.0"
 
+from a3d.converter import convert  # noqa: E402
 
-def convert(*args, **kwargs):
-    """Converted 3D copy of a 2D model; see :func:`a3d.converter.convert` (imported lazily)."""
-    from a3d.converter import convert as _convert
-
-    return _convert(*args, **kwargs)
+__all__ = ["convert", "__version__"]
