@@ -60,6 +60,8 @@ def naive_froc(pred_boxes, pred_scores, gt_boxes, fps, ignore=None, th=0.5):
                     hit[i][k] = True
                     tp += 1
         pts.append((fp / n_img, tp / n_gt if n_gt else float("nan")))
+    if n_gt == 0:  # sensitivity undefined without a counted lesion
+        return np.full(len(fps), np.nan), pts
     out = []
     for x in fps:
         # walk: the curve starts at (0, 0); take the last point with fp <= x, interpolate to the next
@@ -221,6 +223,9 @@ def random_case(rng, n_img=None, ties=True, ignore=False):
         xy = rng.uniform(0, 60, size=(g, 2))
         wh = rng.uniform(3, 30, size=(g, 2))
         gb = np.round(np.concatenate([xy, xy + wh], axis=1))
+        if g and rng.random() < 0.3:  # a near-duplicate lesion: one box can hit both
+            gb = np.concatenate([gb, gb[:1] + [0, 0, 1, 1]])
+            g += 1
         gts.append(gb)
         n = int(rng.integers(0, 7))
         boxes = []
