@@ -43,19 +43,25 @@ class ACS(Operator):
             )
         self.weight = nn.Parameter(conv2d.weight.detach().clone())  # 2D-shaped, as in ACSConv
         self.bias = copy_bias(conv2d)
-        units = acs_split(self.groups)
-        self.split_groups = units
-        opg = self.out_channels // self.groups
-        self.acs_kernel_split = tuple(u * opg for u in units)
+        if self.groups == 1:
+            self.acs_kernel_split = acs_split(self.out_channels)
+        else:
+            opg = self.out_channels // self.groups
+            self.acs_kernel_split = tuple(u * opg for u in acs_split(self.groups))
 
     def _views(self):
-        g0 = 0
+        """(view, input channel slice, output channel slice, groups) of each non-empty view."""
+        o0 = 0
         ipg = self.in_channels // self.groups
         opg = self.out_channels // self.groups
-        for view, ng in zip(("axial", "coronal", "sagittal"), self.split_groups):
-            if ng:
-                yield view, slice(g0 * ipg, (g0 + ng) * ipg), slice(g0 * opg, (g0 + ng) * opg), ng
-            g0 += ng
+        for view, n in zip(("axial", "coronal", "sagittal"), self.acs_kernel_split):
+            if n:
+                if self.groups == 1:
+                    yield view, slice(None), slice(o0, o0 + n), 1
+                else:
+                    g0, ng = o0 // opg, n // opg
+                    yield view, slice(g0 * ipg, (g0 + ng) * ipg), slice(o0, o0 + n), ng
+            o0 += n
 
     @staticmethod
     def _centre(x: torch.Tensor, dim: int, k: int, p: int, d: int, s: int, length: int) -> torch.Tensor:
@@ -89,7 +95,7 @@ class ACS(Operator):
         same_depth = 2 * p_orig == t
         outs = []
         for view, ci, co, ng in self._views():
-            xi = x[:, ci] if ng != self.groups else x
+            xi = x if ci == slice(None) or ng == self.groups else x[:, ci]
             w = self.weight[co]
             b = None if self.bias is None else self.bias[co]
             if view == "axial":
