@@ -293,18 +293,22 @@ def bootstrap_sensitivities(
     fps: Sequence[float] = DEFAULT_FPS,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    max_chunk_elements: int = 8_000_000,
+    rows_per_chunk: int = 256,
 ) -> np.ndarray:
     """Sensitivities at ``fps`` for ``n_bootstrap`` resamples of the images (with replacement).
 
-    Returns (n_bootstrap, len(fps)). A resample is the FROC of the pooled predictions where image i
-    appears w_i times (multinomial counts, ``np.random.default_rng(seed)``); its false positives and
-    hits are the per-prediction classes weighted by w (classes are per image, so they do not change).
-    The copies of one prediction are processed together, which equals evaluating the duplicated
-    image list exactly when no two scores tie. Computed with the step form of the interpolation
-    (module docstring, step 4): for each resample, the first false positive that takes the count
-    above floor(x * images) is found by one ``searchsorted`` over all rows, and the hits before it
-    are read off the cumulative hits.
+    Returns (n_bootstrap, len(fps)). Resample b draws N images uniformly with replacement
+    (``np.random.default_rng(seed).integers(0, N, size=(n_bootstrap, N))``, row b); image i then
+    appears w_i times. Its FROC is that of the pooled predictions with every prediction repeated
+    w_i times: per-prediction classes are per image, so they do not change, and false positives and
+    hits are the classes weighted by w. The copies of one prediction are processed together, which
+    equals evaluating the duplicated image list exactly whenever no two scores tie.
+
+    Uses the step form of the interpolation (module docstring, step 4): the sensitivity at x is the
+    weighted hits before the first false positive that takes the weighted FP count above
+    floor(x * N). That false positive is found in two stages: FPs are grouped in blocks of ~sqrt(F);
+    one matrix product gives every resample's FP weight per block, a cumulative sum and a
+    ``searchsorted`` find the block, and a cumulative sum inside that block finds the FP.
     """
     fps_arr = np.asarray(fps, dtype=np.float64)
     N = c.n_images
@@ -315,38 +319,57 @@ def bootstrap_sensitivities(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, N, size=(B, N))
     draws += np.arange(B, dtype=draws.dtype)[:, None] * N
-    W = np.bincount(draws.ravel(), minlength=B * N).reshape(B, N).astype(np.int64)
+    W = np.bincount(draws.ravel(), minlength=B * N).reshape(B, N).astype(np.float64)
     del draws
-    G = W @ c.n_gt  # (B,)
-    limits = np.floor(fps_arr * N).astype(np.int64)  # FP count allowed at each x
+    G = W @ c.n_gt.astype(np.float64)  # (B,) lesions per resample
+    limits = np.floor(fps_arr * N)  # the FP weight allowed at each x
+    Q = limits.size
 
     hit_pos = np.nonzero(c.new_hits)[0]
-    hit_img, hit_n = c.image[hit_pos], c.new_hits[hit_pos]
+    H = hit_pos.size
+    # (N, H) would be large; hits are few (at most the lesions), so weight them by gathering.
+    hit_img, hit_n = c.image[hit_pos], c.new_hits[hit_pos].astype(np.float64)
     fp_pos = np.nonzero(c.is_fp)[0]
-    fp_img = c.image[fp_pos]
     F = fp_pos.size
-    # Number of hit events strictly before each FP event, and the total.
-    hits_before_fp = np.searchsorted(hit_pos, fp_pos)
+    hits_before_fp = np.searchsorted(hit_pos, fp_pos)  # hit events strictly before each FP event
+    if F:
+        K = max(16, int(np.sqrt(F)) + 1)  # block size
+        nblk = -(-F // K)
+        fp_img = np.full(nblk * K, N, dtype=np.int64)  # padding points at a zero-weight column
+        fp_img[:F] = c.image[fp_pos]
+        blk = np.arange(F) // K
+        M = np.bincount(fp_img[:F] * nblk + blk, minlength=N * nblk).reshape(N, nblk).astype(np.float64)
+        fp_blocks = fp_img.reshape(nblk, K)
 
-    rows = max(1, int(max_chunk_elements // max(F, hit_pos.size, 1)))
-    for s in range(0, B, rows):
-        w = W[s : s + rows]
+    for s in range(0, B, rows_per_chunk):
+        w = W[s : s + rows_per_chunk]
         b = w.shape[0]
-        cum_h = np.cumsum(w[:, hit_img] * hit_n, axis=1)
-        cum_h = np.concatenate([np.zeros((b, 1), dtype=np.int64), cum_h], axis=1)  # (b, H + 1)
+        cum_h = np.zeros((b, H + 1))
+        if H:
+            np.cumsum(w[:, hit_img] * hit_n, axis=1, out=cum_h[:, 1:])
         if F:
-            cum_f = np.cumsum(w[:, fp_img], axis=1)  # (b, F), non-decreasing per row
-            span = int(max(cum_f[:, -1].max(), limits.max())) + 1
-            off = np.arange(b, dtype=np.int64)[:, None] * span
-            flat = (cum_f + off).ravel()
-            k = np.searchsorted(flat, (off + limits[None, :]).ravel(), side="right").reshape(b, -1)
-            k -= np.arange(b, dtype=np.int64)[:, None] * F  # FP events within the limit, per row
-            idx = np.where(k < F, hits_before_fp[np.minimum(k, F - 1)], hit_pos.size)
+            per_blk = w @ M  # (b, nblk) FP weight per block
+            cum_blk = np.cumsum(per_blk, axis=1)
+            span = float(max(cum_blk[:, -1].max(), limits.max())) + 1.0
+            off = np.arange(b)[:, None] * span
+            # blocks entirely within the limit, per row and x
+            kb = np.searchsorted((cum_blk + off).ravel(), (off + limits[None, :]).ravel(), side="right")
+            kb = kb.reshape(b, Q) - np.arange(b)[:, None] * nblk
+            inside = kb >= nblk  # the whole FP list is within the limit: all hits count
+            kbc = np.minimum(kb, nblk - 1)
+            before = np.take_along_axis(cum_blk - per_blk, kbc, axis=1)  # FP weight before the block
+            w_ext = np.concatenate([w, np.zeros((b, 1))], axis=1)
+            ev = fp_blocks[kbc]  # (b, Q, K) image of each FP in the block
+            cw = before[..., None] + np.cumsum(np.take_along_axis(w_ext[:, None, :], ev, axis=2), axis=2)
+            j = (cw <= limits[None, :, None]).sum(axis=2)  # FPs of the block within the limit
+            e = np.minimum(kbc * K + j, F - 1)  # the FP that crosses the limit
+            idx = np.where(inside, H, hits_before_fp[e])
         else:
-            idx = np.full((b, limits.size), hit_pos.size)
+            idx = np.full((b, Q), H)
         hits = np.take_along_axis(cum_h, idx, axis=1)
+        g = G[s : s + b, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[s : s + b] = np.where(G[s : s + b, None] > 0, hits / G[s : s + b, None], np.nan)
+            out[s : s + b] = np.where(g > 0, hits / np.where(g > 0, g, 1.0), np.nan)
     return out
 
 
