@@ -122,7 +122,9 @@ def build_cache(root: str | os.PathLike, workers: int = 1, force: bool = False, 
             skipped += not done
             bar.update()
     else:
-        with ProcessPoolExecutor(workers) as ex:
+        from a3d.data.masks import _init_worker, _mp_context
+
+        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker) as ex:
             for _, done in ex.map(_work, jobs, chunksize=4):
                 written += done
                 skipped += not done

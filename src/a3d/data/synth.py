@@ -224,8 +224,8 @@ def _anatomy(region: str, S: int, rng: np.random.Generator):
             paint.append(ilium)
         organs.append(_Organ("pelvis", _Ellipse(cx, cy + 0.2 * ay, 0.35 * ax, 0.3 * ay, 0, 45.0), 8, (-40, 130),
                              "soft"))
-    vert = _Ellipse(spine_c[0], spine_c[1], 0.1 * ay, 0.12 * ay, 0.0, 800.0)
-    marrow = _Ellipse(spine_c[0], spine_c[1], 0.075 * ay, 0.09 * ay, 0.0, 250.0)
+    vert = _Ellipse(spine_c[0], spine_c[1], 0.17 * ay, 0.16 * ay, 0.0, 800.0)
+    marrow = _Ellipse(spine_c[0], spine_c[1], 0.14 * ay, 0.13 * ay, 0.0, 250.0)
     paint += [vert, marrow]
     organs.append(_Organ("bone", marrow, 1, (-300, -100), "bone"))  # lytic lesions in marrow
     organs.append(soft)
@@ -239,13 +239,15 @@ _ORGAN_P = {
 }
 
 
-def _lesion_hu(organ: _Organ, rng) -> float:
-    """Lesion (and look-alike) HU with organ-typical contrast: mostly strong, ~10% subtle."""
-    bg = organ.shape.hu
+def _lesion_hu(organ: _Organ, rng, bg: float | None = None) -> float:
+    """Lesion (and look-alike) HU with organ-typical contrast to the local background ``bg``.
+
+    Mostly strong contrast, about 10% subtle (35-55 HU)."""
+    bg = organ.shape.hu if bg is None else bg
     if organ.name == "lung":
         return float(rng.uniform(-10, 60))
     if organ.name == "bone":
-        return float(rng.choice([rng.uniform(-50, 80), rng.uniform(1100, 1400)]))
+        return float(bg - rng.uniform(250, 350) if rng.random() < 0.7 else bg + rng.uniform(400, 600))
     subtle = rng.random() < 0.1
     mag = rng.uniform(35, 55) if subtle else rng.uniform(80, 170)
     if organ.name in ("liver", "kidney"):
@@ -337,6 +339,18 @@ def _series(out, pid, study, series_id, split, gender, age, rng, S) -> list:
     srange = (first, keys[-1] + half)
     z0 = {"chest": 0.25, "abdomen": 0.5, "pelvis": 0.75}[region] + rng.uniform(-0.08, 0.08)
 
+    zc = (srange[0] + srange[1]) / 2 * interval
+
+    def anatomy(z: float) -> np.ndarray:
+        scale = 1.0 + 0.03 * math.sin(z / 37.0)
+        img = np.full((S, S), -1000.0, dtype=np.float32)
+        _paint(img, body.cx, body.cy, body.a * scale, body.b * scale, 0.0, body.hu)
+        _paint(img, inner.cx, inner.cy, inner.a * scale, inner.b * scale, 0.0, inner.hu)
+        for e in paint:
+            _paint(img, e.cx, e.cy, e.a * scale, e.b * scale, e.angle, e.hu)
+        return img
+
+    templates = {k: anatomy(k * interval) for k in keys}
     # lesions per key slice
     names = list(_ORGAN_P[region])
     probs = np.array([_ORGAN_P[region][n] for n in names])
@@ -351,22 +365,29 @@ def _series(out, pid, study, series_id, split, gender, age, rng, S) -> list:
                     frac = 0.05
                 else:
                     frac = math.exp(rng.uniform(math.log(0.075), math.log(0.3)))
-                if organ.name == "bone":
-                    frac = min(frac, 0.11 * (body.b / S) * 2)
                 a = frac * S / 2
+                if organ.name == "bone":
+                    a = min(a, 0.6 * organ.shape.b)
                 b = a * rng.uniform(0.6, 1.0)
                 cx, cy = _sample_point_in(organ.shape, rng, 0.6)
                 if not _inside(inner, cx, cy, margin=a + 2):
                     continue
                 if any(math.hypot(cx - x, cy - y) < a + r + 4 for x, y, r in placed):
                     continue
+                # a homogeneous background under and around the lesion (no organ boundary through it)
+                foot = np.zeros((S, S), bool)
+                _paint(np.zeros((S, S), np.float32), cx, cy, a + 3, a + 3, 0.0, 1.0, foot)
+                vals = templates[key][foot]
+                if vals.size and float(vals.max() - vals.min()) > 60:
+                    continue
                 break
             else:
                 continue
             placed.append((cx, cy, a))
             c_mm = a * px * rng.uniform(0.6, 1.2)
+            bg = float(np.median(vals)) if vals.size else None
             blob = _Blob(cx, cy, key * interval + rng.uniform(-0.3, 0.3) * interval, a, b, max(c_mm, 1.5),
-                         rng.uniform(0, math.pi), _lesion_hu(organ, rng))
+                         rng.uniform(0, math.pi), _lesion_hu(organ, rng, bg))
             if rng.random() < 0.3:  # a second lobe makes an irregular shape
                 la = a * rng.uniform(0.45, 0.7)
                 ang = rng.uniform(0, 2 * math.pi)
@@ -393,16 +414,10 @@ def _series(out, pid, study, series_id, split, gender, age, rng, S) -> list:
     series_dir = f"{pid:06d}_{study:02d}_{series_id:02d}"
     folder = out / "Images_png" / series_dir
     key_masks: dict[int, list[np.ndarray]] = {k: [] for k in keys}
-    zc = (srange[0] + srange[1]) / 2 * interval
     for n in range(srange[0], srange[1] + 1):
         z = n * interval
-        scale = 1.0 + 0.03 * math.sin(z / 37.0)
-        img = np.full((S, S), -1000.0, dtype=np.float32)
-        _paint(img, body.cx, body.cy, body.a * scale, body.b * scale, 0.0, body.hu)
-        _paint(img, inner.cx, inner.cy, inner.a * scale, inner.b * scale, 0.0, inner.hu)
+        img = anatomy(z)
         img += _smooth_field(S, rng, 6.0) * (img > -500)
-        for e in paint:
-            _paint(img, e.cx, e.cy, e.a * scale, e.b * scale, e.angle, e.hu)
         for t in tubes:
             _paint(img, t.cx + t.dx * (z - zc), t.cy + t.dy * (z - zc), t.r, t.r * 0.95, 0.0, t.hu)
         for key, blob, _organ in lesions:
