@@ -621,7 +621,18 @@ def detection_record(d: Detection, scan: Scan) -> dict:
         "long_axis_px": m.get("long_axis_px"),
         "mask_area_mm2": float(m.get("area_mm2", 0.0)),
         "mask_pixels": int(d.mask.sum()) if d.mask is not None else 0,
+        "slice_file": _slice_file(scan, d.slice),
     }
+
+
+def _slice_file(scan: Scan, index: int) -> str | None:
+    """DICOM/PNG inputs: the file holding this slice (original order), else None."""
+    files = scan.slice_files
+    if files and 0 <= index < len(files):
+        import os
+
+        return os.path.basename(files[index])
+    return None
 
 
 # --------------------------------------------------------------------------------------------
