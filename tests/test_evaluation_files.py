@@ -20,7 +20,7 @@ from a3d.evaluation import (
     save_predictions,
     write_metrics,
 )
-from a3d.evaluation.breakdown import diameter_bins
+from a3d.evaluation.breakdown import DEFAULT_INTERVAL_BINS, breakdowns, diameter_bins, image_subset, lesion_subset
 
 
 @dataclass
@@ -238,3 +238,42 @@ def test_metrics_files(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(A3DError, match="bad.json"):
         read_metrics(tmp_path / "bad.json")
+
+
+def test_subsets_derived_from_one_classification_match_recomputation():
+    """Subsets reuse the overall IoU pairs; recomputing each subset with froc() from scratch agrees."""
+    from a3d.evaluation import classify, froc_from_classification
+    from a3d.evaluation.groundtruth import GroundTruth, ImageGroundTruth
+
+    rng = np.random.default_rng(5)
+    for case in range(40):
+        ims, per_image = [], []
+        for i in range(int(rng.integers(1, 15))):
+            g = int(rng.integers(0, 4))
+            xy = rng.uniform(0, 50, (g, 2))
+            boxes = np.round(np.concatenate([xy, xy + rng.uniform(4, 30, (g, 2))], 1))
+            ims.append(ImageGroundTruth(f"i{i}", boxes, rng.choice([4, 5, -1], g), rng.uniform(2, 50, g),
+                                        float(rng.choice([1.0, 2.0, 5.0, np.nan]))))
+            n = int(rng.integers(0, 6))
+            if g:  # jittered lesion boxes: hits, misses, duplicates
+                pb = np.round(boxes[rng.integers(g, size=n)] + rng.normal(0, 3, (n, 4)))
+            else:
+                p0 = rng.uniform(0, 60, (n, 2))
+                pb = np.round(np.concatenate([p0, p0 + 10], 1))
+            pb[:, 2:] = np.maximum(pb[:, 2:], pb[:, :2])
+            per_image.append((pb, np.round(rng.random(n), 1)))
+        gt = GroundTruth(ims)
+        c = classify([p[0] for p in per_image], [p[1] for p in per_image], [im.boxes for im in gt.images])
+        fast = breakdowns(per_image, gt, classification=c)
+        for (label, lo, hi), e in zip(DEFAULT_INTERVAL_BINS, fast["slice_interval"]):
+            keep = np.array([lo - 1e-3 <= im.slice_interval <= hi + 1e-3 for im in ims])
+            slow = image_subset(per_image, gt, keep)
+            assert e["sensitivity"] == slow.as_dict()["sensitivity"], (case, label)
+            assert e["n_images"] == slow.n_images
+        for t, e in zip([1, 2, 3, 4, 5, 6, 7, 8, -1], fast["lesion_type"]):
+            slow = lesion_subset(per_image, gt, [im.lesion_types == t for im in ims])
+            assert e["sensitivity"] == slow.as_dict()["sensitivity"], (case, t)
+        for (label, lo, hi), e in zip(diameter_bins(), fast["diameter"]):
+            slow = lesion_subset(per_image, gt, [(im.diameters_mm >= lo) & (im.diameters_mm < hi) for im in ims])
+            assert e["sensitivity"] == slow.as_dict()["sensitivity"], (case, label)
+        assert froc_from_classification(c).as_dict() == froc(*(list(x) for x in zip(*per_image)), [im.boxes for im in ims]).as_dict()

@@ -19,6 +19,7 @@ from a3d.evaluation.froc import (
     bootstrap_sensitivities,
     classify,
     froc,
+    froc_from_classification,
     iou_inclusive,
     sensitivity_at,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "diameter_bins",
     "evaluate_predictions",
     "froc",
+    "froc_from_classification",
     "ground_truth_from_boxes",
     "ground_truth_from_records",
     "iou_inclusive",

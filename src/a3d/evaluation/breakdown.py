@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from a3d.evaluation.froc import DEFAULT_FPS, FROCResult, froc
+from a3d.evaluation.froc import DEFAULT_FPS, Classification, FROCResult, classify, froc, froc_from_classification
 from a3d.evaluation.groundtruth import GroundTruth
 
 # (label, low, high): slice intervals in [low, high] mm (closed, with a 1e-3 mm tolerance).
@@ -97,25 +97,33 @@ def breakdowns(
     interval_bins: Sequence[tuple[str, float, float]] = DEFAULT_INTERVAL_BINS,
     diameter_thresholds: Sequence[float] = DEFAULT_DIAMETER_THRESHOLDS,
     lesion_types: Sequence[int] = tuple(LESION_TYPES),
+    classification: Classification | None = None,
 ) -> dict[str, list[dict]]:
     """{"slice_interval": [...], "diameter": [...], "lesion_type": [...]}: one entry per subset.
 
     ``preds_by_image[i]`` = (boxes, scores) of ``gt.images[i]``. Each entry: name, kind ("image" or
     "lesion"), n_images, n_lesions, sensitivity (list, NaN -> None when the subset has no lesion),
     average. Subsets with no lesion at all are still listed (sensitivities None).
+    ``classification``: the overall :func:`classify` result of the same inputs, if already computed
+    (its IoU pairs are reused: every subset is derived from it without recomputing overlaps).
     """
+    c = classification
+    if c is None:
+        c = classify([p[0] for p in preds_by_image], [p[1] for p in preds_by_image], [im.boxes for im in gt.images],
+                     iou_threshold)
     out: dict[str, list[dict]] = {"slice_interval": [], "diameter": [], "lesion_type": []}
     intervals = np.array([im.slice_interval for im in gt.images], dtype=np.float64)
     for label, lo, hi in interval_bins:
         keep = (intervals >= float(lo) - _TOL) & (intervals <= float(hi) + _TOL)
-        out["slice_interval"].append(_entry(label, "image", image_subset(preds_by_image, gt, keep, fps, iou_threshold)))
+        out["slice_interval"].append(_entry(label, "image", froc_from_classification(c.images_subset(keep), fps)))
+    diam = np.concatenate([im.diameters_mm for im in gt.images]) if len(gt) else np.zeros(0)
+    types = np.concatenate([im.lesion_types for im in gt.images]) if len(gt) else np.zeros(0, np.int64)
     for label, lo, hi in diameter_bins(diameter_thresholds):
-        flags = [(im.diameters_mm >= lo) & (im.diameters_mm < hi) for im in gt.images]
-        out["diameter"].append(_entry(label, "lesion", lesion_subset(preds_by_image, gt, flags, fps, iou_threshold)))
+        inside = (diam >= lo) & (diam < hi)
+        out["diameter"].append(_entry(label, "lesion", froc_from_classification(c.ignoring(~inside), fps)))
     for t in lesion_types:
-        flags = [im.lesion_types == int(t) for im in gt.images]
         name = LESION_TYPES.get(int(t), f"type {t}")
-        entry = _entry(name, "lesion", lesion_subset(preds_by_image, gt, flags, fps, iou_threshold))
+        entry = _entry(name, "lesion", froc_from_classification(c.ignoring(types != int(t)), fps))
         entry["type"] = int(t)
         out["lesion_type"].append(entry)
     return out

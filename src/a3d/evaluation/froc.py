@@ -78,6 +78,12 @@ class Classification:
     new_hits: np.ndarray
     is_fp: np.ndarray
     n_gt: np.ndarray
+    # Pairs (sorted prediction position, flat box index) with IoU >= threshold, in position order;
+    # the image of every flat box; the flat ignore mask. They let subsets reuse the IoU work.
+    over_pred: np.ndarray | None = field(default=None, repr=False)
+    over_gt: np.ndarray | None = field(default=None, repr=False)
+    gt_image: np.ndarray | None = field(default=None, repr=False)
+    gt_ignored: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -86,6 +92,40 @@ class Classification:
     @property
     def n_lesions(self) -> int:
         return int(self.n_gt.sum())
+
+    def ignoring(self, ignored: np.ndarray) -> "Classification":
+        """The same predictions with another flat ignore mask over the boxes (a lesion subset).
+
+        False positives do not depend on it (an overlap with an ignored box is not an FP); only the
+        hits and the counted boxes change.
+        """
+        ignored = np.asarray(ignored, dtype=bool).reshape(-1)
+        if self.over_pred is None or ignored.shape != self.gt_image.shape:
+            raise ValueError("ignoring() needs a Classification from classify() and one flag per box")
+        P = self.order.shape[0]
+        counted = ~ignored[self.over_gt]
+        new_hits = _first_hitters(self.over_pred[counted], self.over_gt[counted], P)
+        n_gt = np.bincount(self.gt_image[~ignored], minlength=self.n_images).astype(np.int64)
+        return Classification(self.order, self.image, self.scores, new_hits, self.is_fp, n_gt,
+                              self.over_pred, self.over_gt, self.gt_image, ignored)
+
+    def images_subset(self, keep: np.ndarray) -> "Classification":
+        """Only the images where ``keep`` (one flag per image) is true, with their predictions
+        (an image subset). Classes are per image, so they carry over; images are renumbered."""
+        keep = np.asarray(keep, dtype=bool).reshape(-1)
+        if keep.shape[0] != self.n_images:
+            raise ValueError(f"images_subset: {keep.shape[0]} flags for {self.n_images} images")
+        sel = keep[self.image]
+        renum = np.cumsum(keep) - 1
+        return Classification(self.order[sel], renum[self.image[sel]], self.scores[sel], self.new_hits[sel],
+                              self.is_fp[sel], self.n_gt[keep])
+
+
+def _first_hitters(pred_pos: np.ndarray, gt_idx: np.ndarray, P: int) -> np.ndarray:
+    """Boxes hit first by each position: pairs come in increasing position, so the first occurrence
+    of a box is its first hitter."""
+    _, first_idx = np.unique(gt_idx, return_index=True)
+    return np.bincount(pred_pos[first_idx], minlength=P).astype(np.int64)
 
 
 @dataclass
@@ -201,14 +241,13 @@ def classify(
     overlapping[pair_pred[over]] = True
     is_fp = ~overlapping
 
-    counted = over & ~all_ign[pair_gt]
-    cp, cg = pair_pred[counted], pair_gt[counted]
-    # Pairs are in increasing sorted position, so the first occurrence of a box is its first hitter.
-    _, first_idx = np.unique(cg, return_index=True)
-    new_hits = np.bincount(cp[first_idx], minlength=P).astype(np.int64)
-
+    op, og = pair_pred[over], pair_gt[over]
+    counted = ~all_ign[og]
+    new_hits = _first_hitters(op[counted], og[counted], P)
     n_gt = np.array([int((~m).sum()) for m in ign], dtype=np.int64)
-    return Classification(order=order, image=img, scores=scores, new_hits=new_hits, is_fp=is_fp, n_gt=n_gt)
+    gt_image = np.repeat(np.arange(n_img), n_box)
+    return Classification(order=order, image=img, scores=scores, new_hits=new_hits, is_fp=is_fp, n_gt=n_gt,
+                          over_pred=op, over_gt=og, gt_image=gt_image, gt_ignored=all_ign)
 
 
 def sensitivity_at(curve_fps: np.ndarray, curve_sensitivity: np.ndarray, fps: Sequence[float]) -> np.ndarray:

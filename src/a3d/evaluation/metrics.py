@@ -43,8 +43,8 @@ from a3d.io import write_text_atomic
 
 FORMAT = "a3d-metrics"
 VERSION = 1
-# The stored curve: the interpolated FROC sampled at 2^-4 .. 2^6 FPs per image (8 points per octave).
-CURVE_GRID = 2.0 ** np.linspace(-4, 6, 81)
+# The stored curve: the interpolated FROC sampled at 2^-4 .. 2^6 FPs per image (16 points per octave).
+CURVE_GRID = 2.0 ** np.linspace(-4, 6, 161)
 
 
 def align_predictions(
@@ -118,12 +118,12 @@ def evaluate_predictions(
         m["curve"] = {
             "fps": [float(x) for x in CURVE_GRID],
             "sensitivity": [float(y) for y in grid],
-            "note": "interpolated FROC sampled at 2^-4..2^6 FPs per image",
+            "note": "interpolated FROC (a step function) sampled at 2^(-4 + k/16) FPs per image, k = 0..160",
         }
     else:
         m["curve"] = None
     m["breakdowns"] = breakdowns(
-        per_image, gt, fps, iou_threshold, interval_bins, diameter_thresholds, lesion_types
+        per_image, gt, fps, iou_threshold, interval_bins, diameter_thresholds, lesion_types, classification=c
     )
     if run:
         m["run"] = dict(run)

@@ -29,7 +29,8 @@ def plot_froc(
     """Draw one or more FROC curves and save ``<out_stem>.png`` and ``<out_stem>.svg`` atomically.
 
     Each curve: {"label": str, "curve_fps": [...], "curve_sensitivity": [...]} (the line, a step
-    function sampled densely), optionally "fps" and "sensitivity" (the reported points, marked).
+    function sampled densely, drawn as steps: each sample holds until the next), optionally "fps"
+    and "sensitivity" (the reported points, marked).
     The x axis is log2 FPs per image over ``x_range``; y is sensitivity in %.
     """
     fig = _figure()
@@ -37,7 +38,7 @@ def plot_froc(
     for c in curves:
         x = np.asarray(c.get("curve_fps", []), dtype=float)
         y = np.asarray(c.get("curve_sensitivity", []), dtype=float)
-        (line,) = ax.plot(x, 100 * y, label=c.get("label"), linewidth=1.5)
+        (line,) = ax.plot(x, 100 * y, label=c.get("label"), linewidth=1.5, drawstyle="steps-post")
         if c.get("fps") is not None and c.get("sensitivity") is not None:
             px = np.asarray(c["fps"], dtype=float)
             py = np.array([np.nan if v is None else v for v in c["sensitivity"]], dtype=float)
