@@ -390,6 +390,22 @@ def _dicom_header(path: str) -> tuple[str, str]:
     return str(getattr(ds, "Modality", "") or ""), str(getattr(ds, "SeriesDescription", "") or "")
 
 
+def _slice_gaps(files: list[str], first) -> np.ndarray | None:
+    """Distances (mm) between consecutive slices along the slice normal, from ImagePositionPatient."""
+    import pydicom
+
+    try:
+        iop = np.asarray([float(v) for v in first.ImageOrientationPatient])
+        normal = np.cross(iop[:3], iop[3:])
+        pos = []
+        for f in files:
+            d = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["ImagePositionPatient"])
+            pos.append(float(np.dot(normal, [float(v) for v in d.ImagePositionPatient])))
+    except Exception:  # a header problem here is reported by the reader itself
+        return None
+    return np.abs(np.diff(np.sort(np.asarray(pos))))
+
+
 def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> Scan:
     """Read one series of a DICOM folder: ``series_uid`` or else the one with most files.
 
@@ -439,6 +455,12 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     if img.GetDimension() == 3 and img.GetSize()[2] != len(chosen.files):
         raise A3DError(f"{folder}: DICOM series {chosen.uid}: read {img.GetSize()[2]} slices from {len(chosen.files)} files")
     scan = _finish(img, str(folder), "dicom", scan_name(folder), series_uid=chosen.uid, slice_files=list(chosen.files))
+    gaps = _slice_gaps(chosen.files, ds)
+    if gaps is not None and len(gaps) and (gaps.max() - gaps.min()) > 0.1 * max(float(np.median(gaps)), 1e-6):
+        warnings.append(
+            f"{folder}: non-uniform slice spacing ({gaps.min():.2f}..{gaps.max():.2f} mm; missing slices?); "
+            f"the volume uses {img.GetSpacing()[2]:.2f} mm throughout"
+        )
     scan.warnings[:0] = warnings
     return scan
 
