@@ -306,3 +306,37 @@ def test_bootstrap_ci_contains_estimate_and_narrows():
         # seeded: the same call gives the same interval
         assert bootstrap_ci(r.classification, r.fps, n_bootstrap=400, seed=0)["average"] == ci["average"]
     assert widths[1] < widths[0] / 2  # ~ 1/sqrt(25) = 0.2 expected
+
+
+def test_interpolated_froc_is_the_step_formula():
+    """sensitivity(x) = hits before the (floor(x * images) + 1)-th false positive / lesions."""
+    rng = np.random.default_rng(99)
+    fps = (0.1, 0.5, 1, 1.5, 2, 4, 8, 16)
+    for _ in range(100):
+        pbs, pss, gts, _ = random_case(rng, ties=True)
+        r = froc(pbs, pss, gts, fps=fps)
+        if r.n_lesions == 0:
+            continue
+        c = r.classification
+        want = []
+        for x in fps:
+            allowed = int(np.floor(x * r.n_images))
+            fp_seen = hits = 0
+            for h, f in zip(c.new_hits, c.is_fp):
+                if f:
+                    fp_seen += 1
+                    if fp_seen > allowed:
+                        break
+                hits += h
+            want.append(hits / r.n_lesions)
+        np.testing.assert_allclose(r.sensitivities, want)
+
+
+def test_evaluation_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, a3d.evaluation, a3d.evaluation.report, a3d.evaluation.plots; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'a3d.models', 'a3d.engine'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,14 +12,16 @@ Protocol, in the order it is applied:
    IoU uses the inclusive-pixel convention: width = x2 - x1 + 1, height = y2 - y1 + 1.
 3. The curve has one point per prediction, in sorted order:
    (false positives so far / images, hits so far / ground-truth boxes).
-4. The sensitivity at a FP rate is numpy ``interp`` along that point sequence: where several points
-   share the asked FP rate exactly, the last of them; past the end, the last sensitivity. Before
-   the first point the curve starts at (0, 0): the first point is either (0, s) (a hit or "neither"
-   came first) or (1/images, 0) (a false positive came first), so prepending (0, 0) gives the same
-   numbers as numpy's "hold the first value" to the left. With no predictions at all every
-   sensitivity is 0. Between two FP levels the sensitivity is flat (a false positive adds no hit),
-   so the interpolated FROC is a step function: sensitivity(x) = hits found before the
-   (floor(x * images) + 1)-th false positive / ground-truth boxes.
+4. The sensitivity at a FP rate x follows numpy ``interp`` along that point sequence (written out in
+   :func:`sensitivity_at`): the last point whose FP rate is <= x, so where several points share x
+   exactly, the last of them; past the end, the last sensitivity (the authors' AlignShift code
+   extrapolated linearly there; the spec and Ke Yan's code hold it); otherwise linear towards the
+   next point. Before the first point the curve starts at (0, 0): the first point is either (0, s)
+   (a hit or "neither" came first) or (1/images, 0) (a false positive came first), so prepending
+   (0, 0) gives the same numbers as numpy's "hold the first value" to the left. With no
+   predictions at all every sensitivity is 0. Between two FP levels the sensitivity is flat (a false
+   positive adds no hit), so the interpolated FROC is a step function: sensitivity(x) = hits found
+   before the (floor(x * images) + 1)-th false positive / ground-truth boxes.
 5. ``average`` is the mean of the first four sensitivities (the paper's "Avg.", 0.5, 1, 2, 4).
 
 Vectorisation: the hit state is per image, and the pooled order restricted to one image is that
