@@ -119,7 +119,9 @@ def _load_2d(tv_model: nn.Module, pretrained: str) -> None:
     sd = _read_state_dict(path)
     if not any(k.startswith("features.") for k in sd):  # a bare features state dict
         sd = {f"features.{k}": v for k, v in sd.items()}
-    wanted = {k for k in tv_model.state_dict() if k.split(".")[1] in _KEEP}
+    # the released checkpoints predate BatchNorm's num_batches_tracked: not required
+    wanted = {k for k in tv_model.state_dict()
+              if k.split(".")[1] in _KEEP and (k in sd or not k.endswith("num_batches_tracked"))}
     missing = sorted(wanted - set(sd))
     if missing:
         raise A3DError(
