@@ -297,3 +297,11 @@ def test_real_ct_whole_volume_with_real_model(tmp_path, tiny_checkpoint):
     assert np.allclose(lab.GetDirection(), ref.GetDirection())
     n_lab = int(sitk.GetArrayViewFromImage(lab).max())
     assert n_lab == len(doc["candidates"])
+
+
+def test_cli_bad_device(tmp_path, standin, capsys):
+    path, *_ = synthetic_nifti(tmp_path / "s.nii.gz")
+    out = tmp_path / "out"
+    _assert_clean_failure(["predict", str(path), "--checkpoint", "c.pt", "--out", str(out), "--device", "tpu7"], out, capsys, "--device")
+    if not torch.cuda.is_available():
+        _assert_clean_failure(["predict", str(path), "--checkpoint", "c.pt", "--out", str(out), "--device", "cuda"], out, capsys, "CUDA is not available")

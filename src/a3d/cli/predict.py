@@ -100,6 +100,7 @@ def run(args) -> int:
         score_threshold=args.score_threshold, link_iou=args.link_iou, batch_size=args.batch_size,
         device=args.device, amp=args.amp, slices=_parse_slices(args), window=_parse_window(args.window),
     )
+    _check_device(args.device)
     out = O.check_out_dir(args.out, args.overwrite)
     opts = dict(overlays=not args.no_overlays, html_page=not args.no_html, nifti_labels=args.nifti_labels)
 
@@ -142,6 +143,22 @@ def run(args) -> int:
         log.warning("warning: %s", w)
     print(f"{len(doc['detections'])} detections, {len(doc['candidates'])} candidates -> {out}")
     return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise A3DError(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise A3DError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise A3DError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type not in ("cpu", "mps"):
+        raise A3DError(f"--device {device!r}: expected cpu or cuda[:N]")
 
 
 def _progress(done: int, total: int) -> None:

@@ -313,10 +313,13 @@ window.addEventListener('load', function () {{
 """
 
 
+HTML_MAX_IMAGES = 100  # candidates beyond this (lowest scores) are listed without an embedded overlay
+
+
 def html_report(doc: dict, overlays: dict[int, bytes]) -> str:
     rows = []
-    for c in doc["candidates"]:
-        png = overlays.get(c["id"])
+    for n, c in enumerate(doc["candidates"]):
+        png = overlays.get(c["id"]) if n < HTML_MAX_IMAGES else None
         img = (
             f'<img class="overlay" alt="candidate {c["id"]} on slice {c["key_slice"]}" '
             f'src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
@@ -370,15 +373,19 @@ def write_outputs(
         key_z = {c.id: c.info["key_canonical_slice"] for c in res.candidates}
         zs = sorted({d.z for d in res.detections})
         rendered: dict[int, bytes] = {}
+        written: set[int] = set()
         for z in zs[:max_overlays] if overlays else []:
             rendered[z] = _png_bytes(render_overlay(res, z))
+            written.add(z)
             _atomic_write(folder / "overlays" / f"slice_{int(res.slice_of_canonical[z]):04d}.png", rendered[z])
-        for cid, z in key_z.items():
-            cand_png[cid] = rendered.get(z) or _png_bytes(render_overlay(res, z))
+        for cid, z in list(key_z.items())[: HTML_MAX_IMAGES if html_page else 0]:
+            if z not in rendered:
+                rendered[z] = _png_bytes(render_overlay(res, z))
+            cand_png[cid] = rendered[z]
         if overlays:
             files["overlays"] = "overlays/"
             files["candidate_overlays"] = {
-                cid: f"overlays/slice_{int(res.slice_of_canonical[z]):04d}.png" for cid, z in key_z.items() if z in rendered
+                cid: f"overlays/slice_{int(res.slice_of_canonical[z]):04d}.png" for cid, z in key_z.items() if z in written
             }
     if nifti_labels:
         import SimpleITK as sitk
