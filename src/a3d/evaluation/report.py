@@ -117,7 +117,8 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         label = f"{DISPLAY.get(r['operator'], r['operator'] or r['name'])}"
         if r["slices"] is not None:
             label += f" x{r['slices']}"
-        if r["operator"] is None or sum(1 for q in rows if (q["operator"], q["slices"]) == (r["operator"], r["slices"])) > 1:
+        same = sum(1 for q in rows if (q["operator"], q["slices"]) == (r["operator"], r["slices"]))
+        if r["operator"] is not None and same > 1:  # tell apart runs of one operator x slices
             label += f" ({r['name']})"
         curves.append(curve_from_metrics(r["metrics"], label))
     png, svg = plot_froc(curves, out / "froc", title="FROC comparison")
