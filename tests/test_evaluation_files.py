@@ -219,6 +219,9 @@ def test_evaluate_rejects_unknown_and_missing_images():
     only = [P("000001_01_01_010", [], [])]
     with pytest.raises(A3DError, match="no entry for 1 of the 2 evaluated images"):
         evaluate_predictions(only, gt, n_bootstrap=0)
+    both = [P("000001_01_01_010.png", [], []), P("000001_01_01_010", [], [])]
+    with pytest.raises(A3DError, match="appears more than once"):
+        evaluate_predictions(both, gt, n_bootstrap=0, missing="empty")
     m = evaluate_predictions(only, gt, n_bootstrap=0, missing="empty")
     assert m["n_images"] == 2 and m["ci"] is None and m["sensitivity"] == [0.0] * 6
 

@@ -52,7 +52,8 @@ def align_predictions(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(boxes, scores) per ground-truth image, in ``gt`` order.
 
-    A prediction for an image that is not in ``gt`` is an error. An image of ``gt`` without an entry
+    A prediction for an image that is not in ``gt`` is an error (an id may carry the File_name's
+    ``.png`` suffix). An image of ``gt`` without an entry
     is an error with ``missing="error"``, or an image with no predictions with ``missing="empty"``.
     """
     if missing not in ("error", "empty"):
@@ -60,6 +61,8 @@ def align_predictions(
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(gt)
     for k, p in enumerate(preds):
         i = gt.index.get(p.image_id)
+        if i is None and p.image_id.endswith(".png"):  # a File_name given instead of its id
+            i = gt.index.get(p.image_id[:-4])
         if i is None:
             raise A3DError(
                 f"{source}: image {k} ({p.image_id!r}) is not among the {len(gt)} evaluated images"
