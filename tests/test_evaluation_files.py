@@ -280,3 +280,17 @@ def test_subsets_derived_from_one_classification_match_recomputation():
             slow = lesion_subset(per_image, gt, [(im.diameters_mm >= lo) & (im.diameters_mm < hi) for im in ims])
             assert e["sensitivity"] == slow.as_dict()["sensitivity"], (case, label)
         assert froc_from_classification(c).as_dict() == froc(*(list(x) for x in zip(*per_image)), [im.boxes for im in ims]).as_dict()
+
+
+def test_max_per_image_keeps_the_highest_scoring():
+    gt = ground_truth_from_records(records(), "test")
+    # image 1: 3 FPs scored above its two hits; a cap of 3 keeps the FPs .95 .9 and the hit .85
+    far = [[200 + 10 * k, 200, 205 + 10 * k, 205] for k in range(3)]
+    boxes = [far[0], [50, 50, 69, 69], far[1], far[2], [0, 0, 9, 9]]
+    preds = [P("000001_01_01_010", boxes, [0.95, 0.85, 0.9, 0.8, 0.1]), P("000002_01_01_020", [], [])]
+    m = evaluate_predictions(preds, gt, fps=(1, 100), n_bootstrap=0, max_per_image=3)
+    assert m["n_predictions"] == 3 and m["n_predictions_dropped"] == 2 and m["max_per_image"] == 3
+    np.testing.assert_allclose(m["sensitivity"], [1 / 3, 1 / 3])
+    m = evaluate_predictions(preds, gt, fps=(1, 100), n_bootstrap=0, max_per_image=None)
+    assert m["n_predictions"] == 5 and m["n_predictions_dropped"] == 0
+    np.testing.assert_allclose(m["sensitivity"], [1 / 3, 2 / 3])

@@ -46,6 +46,8 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="treat split images absent from a JSON predictions file as having no detections (CSV: always)",
     )
+    p.add_argument("--max-per-image", type=int, default=50,
+                   help="score at most this many highest-scoring detections per image (default 50, the protocol; 0 = all)")
     p.add_argument("--name", help="run name stored in metrics.json")
     p.add_argument("--operator", help="operator stored in metrics.json (for a3d report)")
     p.add_argument("--slices", type=int, help="number of slices stored in metrics.json (for a3d report)")
@@ -117,6 +119,8 @@ def run(args) -> int:
     bins = _interval_bins(args.interval_bin)
     if not 0 < args.iou <= 1:
         raise A3DError(f"--iou: expected a number in (0, 1], got {args.iou}")
+    if args.max_per_image < 0:
+        raise A3DError(f"--max-per-image: expected >= 0, got {args.max_per_image}")
     if args.bootstrap < 0:
         raise A3DError(f"--bootstrap: expected >= 0, got {args.bootstrap}")
 
@@ -149,6 +153,7 @@ def run(args) -> int:
         missing=missing,
         source=source,
         run=run_meta or None,
+        max_per_image=args.max_per_image if args.max_per_image > 0 else None,
     )
     # Write every evaluated image (those without detections included) to the predictions file.
     by_id = {p.image_id: p for p in preds}
@@ -162,6 +167,9 @@ def run(args) -> int:
     ci = (m.get("ci") or {}).get("average")
     ci_s = f" (95% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f})" if ci and None not in ci else ""
     print(f"{m['n_images']} images, {m['n_lesions']} lesions, {m['n_predictions']} predictions")
+    if m["n_predictions_dropped"]:
+        print(f"note: {m['n_predictions_dropped']} predictions beyond the {m['max_per_image']} highest-scoring of their image "
+              "were left out (--max-per-image)")
     print(f"sensitivity (%) at FPs/image  {sens}  Avg. {100 * avg:.2f}{ci_s}" if avg is not None else f"sensitivity: {sens}")
     print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")
     return 0

@@ -7,6 +7,7 @@ metrics.json (``"format": "a3d-metrics", "version": 1``)::
      "fps": [0.5, 1, 2, 4, 8, 16],
      "sensitivity": [6 numbers in 0..1], "average": number,        # mean of the first four
      "n_images": int, "n_lesions": int, "n_predictions": int, "n_hits": int, "n_false_positives": int,
+     "max_per_image": 50 | null, "n_predictions_dropped": int,      # over the per-image cap, left out
      "ci": {"level": 0.95, "n_bootstrap": 1000, "seed": 0,
             "average": [low, high], "sensitivity": [[low, high] x 6]} | null,
      "curve": {"fps": [...], "sensitivity": [...], "note": "..."},    # sampled on a log grid
@@ -97,11 +98,29 @@ def evaluate_predictions(
     missing: str = "error",
     source: str = "predictions",
     run: dict | None = None,
+    max_per_image: int | None = 50,
 ) -> dict:
-    """The metrics dict (schema in the module docstring): overall FROC, bootstrap CI, breakdowns."""
+    """The metrics dict (schema in the module docstring): overall FROC, bootstrap CI, breakdowns.
+
+    ``max_per_image``: the protocol scores at most 50 detections per image (the detector's test
+    setting); an image with more keeps its highest-scoring ones (ties: listed order) and the
+    number left out is reported as ``n_predictions_dropped``. None keeps everything.
+    """
     if len(gt) == 0:
         raise A3DError(f"{source}: the ground truth has no image to evaluate (empty split?)")
     per_image = align_predictions(preds, gt, missing, source)
+    dropped = 0
+    if max_per_image is not None:
+        if max_per_image < 1:
+            raise A3DError(f"max_per_image: expected a positive number or None, got {max_per_image}")
+        capped = []
+        for b, sc in per_image:
+            if sc.shape[0] > max_per_image:
+                keep = np.sort(np.argsort(-sc, kind="stable")[:max_per_image])
+                dropped += sc.shape[0] - max_per_image
+                b, sc = b[keep], sc[keep]
+            capped.append((b, sc))
+        per_image = capped
     c = classify([p[0] for p in per_image], [p[1] for p in per_image], [im.boxes for im in gt.images], iou_threshold)
     r = froc_from_classification(c, fps)
     from a3d import __version__
@@ -115,6 +134,8 @@ def evaluate_predictions(
         "iou_threshold": float(iou_threshold),
     }
     m.update(r.as_dict())
+    m["max_per_image"] = max_per_image
+    m["n_predictions_dropped"] = dropped
     m["ci"] = bootstrap_ci(c, fps, n_bootstrap, seed, ci_level) if n_bootstrap > 0 else None
     if r.n_lesions:
         grid = sensitivity_at(r.curve_fps, r.curve_sensitivity, CURVE_GRID)
