@@ -307,3 +307,14 @@ def test_all_operators_backward(name):
     x = torch.randn(2, 8, 3, 6, 6, requires_grad=True)
     op(x).sum().backward()
     assert x.grad is not None and all(p.grad is not None for p in op.parameters())
+
+
+def test_a3d_fuse_gradcheck_and_layouts():
+    from a3d.ops import a3d_fuse, a3d_fuse_reference
+
+    x = torch.randn(2, 4, 3, 3, 2, dtype=torch.double, requires_grad=True)
+    p = torch.randn(3, 3, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(a3d_fuse, (x, p))
+    xt = torch.randn(2, 3, 4, 5, 6).transpose(1, 2)  # non-contiguous input
+    p = torch.randn(3, 3, 4)
+    torch.testing.assert_close(a3d_fuse(xt, p), a3d_fuse_reference(xt, p), rtol=1e-5, atol=1e-5)

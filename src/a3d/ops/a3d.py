@@ -7,7 +7,7 @@ Formulation. The paper's ``einsum("bcdhw,dkc->bckhw")`` makes PyTorch permute X 
 copy on CPU. Here the contiguous X is viewed, without a copy, as B*C matrices of shape (D, H*W)
 and the fusion is one batched matmul ``P[:, :, c]^T @ X[b, c]`` (``torch.matmul`` with P^T of shape
 (C, D, D) broadcast over the batch): one read of X, one write of Xf, the same in backward
-(dX = P @ dXf, dP = sum_b dXf @ X^T). Folding P into the following convolution is never cheaper:
+(dX = P @ dXf, dP = sum_b dXf @ X^T, a custom autograd Function). Folding P into the following convolution is never cheaper:
 the folded kernel differs per output slice, i.e. a conv with Ci*D inputs and Co*D outputs, D times
 the MACs of the conv itself.
 """
@@ -16,18 +16,42 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from a3d.errors import ConversionError
 from a3d.ops.base import Operator, copy_bias, plane_weight
 
 
+class _Fuse(torch.autograd.Function):
+    """Batched (D x D) @ (D x H*W) matmuls over the B*C (sample, channel) pairs, no layout copies."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        b, c, d = x.shape[:3]
+        xm = x.reshape(b * c, d, -1)  # a view for a contiguous x
+        pt = p.permute(2, 1, 0).unsqueeze(0).expand(b, c, d, d).reshape(b * c, d, d)  # tiny copy
+        ctx.save_for_backward(xm, pt)
+        ctx.bcd = (b, c, d)
+        return torch.bmm(pt, xm).view(x.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        xm, pt = ctx.saved_tensors
+        b, c, d = ctx.bcd
+        gm = g.reshape(b * c, d, -1)
+        gx = gp = None
+        if ctx.needs_input_grad[0]:  # dX[b, c] = P[:, :, c] @ dXf[b, c]
+            gx = torch.bmm(pt.transpose(1, 2).to(gm.dtype), gm).to(xm.dtype).view(g.shape)
+        if ctx.needs_input_grad[1]:  # dP[d, k, c] = sum_b,n X[b, c, d, n] dXf[b, c, k, n]
+            gkd = torch.bmm(gm, xm.transpose(1, 2).to(gm.dtype)).view(b, c, d, d).sum(0)
+            gp = gkd.permute(2, 1, 0).to(pt.dtype)
+        return gx, gp
+
+
 def a3d_fuse(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Xf[b, c, k] = sum_d p[d, k, c] * x[b, c, d] for x (B, C, D, *spatial), p (D, D, C)."""
-    b, c, d = x.shape[:3]
-    spatial = x.shape[3:]
-    xm = x.reshape(b, c, d, -1)
-    pt = p.permute(2, 1, 0)  # (C, k, d)
-    return torch.matmul(pt, xm).view(b, c, d, *spatial)
+    return _Fuse.apply(x, p)
 
 
 def a3d_fuse_reference(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
