@@ -82,7 +82,8 @@ class ModelConfig:
 class DataConfig:
     root: str = "data/DeepLesion"
     size: int = 512  # images are resized to size x size
-    masks: bool = True  # GrabCut weak masks for the mask branch
+    masks: bool = True  # lesion masks for the mask branch (files under root/<mask_dir>/)
+    mask_dir: str = "masks"  # "masks": GrabCut weak masks (a3d data masks); synthetic data: "masks_true"
     train_split: str = "train"
     val_split: str = "val"
     # augmentation (training only)

@@ -148,6 +148,7 @@ def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None
         size=d.size,
         transform=train_transform(d) if train else None,
         masks=(d.masks and cfg.model.mask) if masks is None else masks,
+        mask_dir=d.mask_dir,
     )
 
 
