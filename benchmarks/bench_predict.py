@@ -111,12 +111,16 @@ def main(argv=None) -> int:
                                                             slices=(start, start + min(args.batch_size, k))))  # warm-up
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
+        load_before = os.getloadavg()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         r2 = P.predict_scan(scan, model, spec, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
                                                                  slices=(start, start + k), score_threshold=0.05))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t_model_k = time.perf_counter() - t0
+        cpu_model_k = time.process_time() - c0
+        load_after = os.getloadavg()
         per_slice = t_model_k / k
         t_model = per_slice * n
         total = t_read + t_pipe + t_write + t_model
@@ -139,8 +143,13 @@ def main(argv=None) -> int:
         f"| write JSON/CSV/{len({d.z for d in res.detections})} overlays/HTML/NIfTI | {t_write:.2f} |",
         f"| detector forward, {k} key slices{' (measured)' if extrap else ''} | {t_model_k:.2f} |",
         f"| detector per key slice | {per_slice:.3f} |",
+        f"| detector CPU time per key slice (all threads of this process) | {cpu_model_k / k:.3f} |",
         f"| detector, all {n} slices{' (extrapolated linearly from ' + str(k) + ')' if extrap else ''} | {t_model:.1f} |",
         f"| **whole volume{', extrapolated' if extrap else ''}** | **{total:.1f}** |",
+        "",
+        f"Load average (1 min) before/after the timed forward passes: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        f"on {os.cpu_count()} cores; with other jobs running, wall time is inflated: CPU time / threads "
+        f"({cpu_model_k / k / torch.get_num_threads():.2f} s per key slice here) approximates an unshared machine.",
         "",
     ]
     text = "\n".join(lines)
