@@ -305,3 +305,14 @@ def test_cli_bad_device(tmp_path, standin, capsys):
     _assert_clean_failure(["predict", str(path), "--checkpoint", "c.pt", "--out", str(out), "--device", "tpu7"], out, capsys, "--device")
     if not torch.cuda.is_available():
         _assert_clean_failure(["predict", str(path), "--checkpoint", "c.pt", "--out", str(out), "--device", "cuda"], out, capsys, "CUDA is not available")
+
+
+def test_cli_list_series(tmp_path, capsys):
+    d = tmp_path / "dcm"
+    write_dicom_series(d, phantom((5, 16, 16)), series_uid="1.2.3.4.5")
+    write_dicom_series(d, phantom((3, 16, 16)), series_uid="1.2.3.4.6")
+    assert main(["predict", str(d), "--list-series"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split("\t")[:2] for ln in lines] == [["1.2.3.4.5", "5 files"], ["1.2.3.4.6", "3 files"]]
+    assert main(["predict", str(d)]) == 2
+    assert "--checkpoint CKPT and --out DIR are required" in capsys.readouterr().err

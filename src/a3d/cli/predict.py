@@ -25,8 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("input", help="DICOM folder, .nii/.nii.gz file, DeepLesion PNG folder, or folder of scans")
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by `a3d train` (config inside)")
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument("--checkpoint", help="checkpoint written by `a3d train` (config inside); required unless --list-series")
+    p.add_argument("--out", help="output folder (written atomically); required unless --list-series")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID to use (default: the series with most files)")
     p.add_argument("--list-series", action="store_true", help="list the DICOM series of INPUT and exit")
@@ -89,6 +89,8 @@ def run(args) -> int:
         for s in S.list_dicom_series(args.input):
             print(f"{s.uid}\t{s.n_files} files\t{s.modality}\t{s.description}")
         return 0
+    if not args.checkpoint or not args.out:
+        raise A3DError("--checkpoint CKPT and --out DIR are required (only --list-series works without them)")
     spacing = S.parse_spacing(args.spacing) if args.spacing else None
     if args.dl_info and not Path(args.dl_info).is_file():
         raise A3DError(f"{args.dl_info}: --dl-info file not found")
