@@ -64,8 +64,8 @@ class Scan:
     """
 
     hu: np.ndarray
-    image: object  # SimpleITK.Image, canonical orientation
-    original: object  # SimpleITK.Image, as read (metadata only is used)
+    image: object  # SimpleITK.Image, geometry of the canonical orientation (uint8 placeholder voxels)
+    original: object  # SimpleITK.Image, geometry of the input as read (uint8 placeholder voxels)
     source: str
     kind: str  # "dicom" | "nifti" | "deeplesion-png"
     name: str
@@ -230,6 +230,13 @@ def _check_geometry(img, source: str) -> None:
         raise A3DError(f"{source}: invalid voxel spacing {tuple(sp)}; expected positive spacing in mm")
 
 
+def _geometry_only(img):
+    sitk = _sitk()
+    g = sitk.Image([int(v) for v in img.GetSize()], sitk.sitkUInt8)
+    g.CopyInformation(img)
+    return g
+
+
 def _finish(img, source: str, kind: str, name: str, **kw) -> Scan:
     """Orient to canonical LPS, convert to float32 HU array."""
     sitk = _sitk()
@@ -239,7 +246,10 @@ def _finish(img, source: str, kind: str, name: str, **kw) -> Scan:
     hu = sitk.GetArrayFromImage(canon).astype(np.float32, copy=False)
     if not np.isfinite(hu).all():
         raise A3DError(f"{source}: voxel values contain NaN or infinity")
-    scan = Scan(hu=np.ascontiguousarray(hu), image=canon, original=original, source=str(source), kind=kind, name=name, **kw)
+    # keep only the geometry of both images (uint8 placeholders): the voxels live in ``hu``
+    scan = Scan(hu=np.ascontiguousarray(hu), image=_geometry_only(canon), original=_geometry_only(original),
+                source=str(source), kind=kind, name=name, **kw)
+    del canon, original
     lo, hi = np.percentile(hu[:: max(1, hu.shape[0] // 16)], [1, 99])
     if lo > -500 or hi < -200:
         scan.warnings.append(
