@@ -197,21 +197,28 @@ def read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
     col_index = [header.index(c) for c in COLUMNS]
     nfields = len(header)
 
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    line = reader.line_num
     try:
+        rows: list[list[str]] = list(reader)
+    except csv.Error as e:
+        raise A3DError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
+    n_text_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if n_text_lines == len(rows) + 1 and all(rows):
+        lines = list(range(2, len(rows) + 2))  # one row per line (DeepLesion's case)
+    else:  # blank lines or quoted newlines: recover each row's first line
+        reader = csv.reader(io.StringIO(text, newline=""))
+        next(reader)
+        rows, lines = [], []
+        line = reader.line_num
         for row in reader:
             start = line + 1
             line = reader.line_num
-            if not row:
-                continue  # blank line
+            if row:
+                rows.append(row)
+                lines.append(start)
+    if len(set(map(len, rows))) > 1 or (rows and len(rows[0]) != nfields):
+        for row, ln in zip(rows, lines):
             if len(row) != nfields:
-                raise A3DError(f"{path}: line {start}: expected {nfields} fields, got {len(row)}")
-            rows.append(row)
-            lines.append(start)
-    except csv.Error as e:
-        raise A3DError(f"{path}: line {reader.line_num}: malformed CSV ({e})") from None
+                raise A3DError(f"{path}: line {ln}: expected {nfields} fields, got {len(row)}")
     n = len(rows)
     if n == 0:
         return []
@@ -252,50 +259,57 @@ def read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
                lambda i: f"expected two positive integers, got {col['Image_size'][i]!r}")
 
     ages = col["Patient_age"]
-    age_list: list[float | None] = []
-    for i, a in enumerate(ages):
-        a = a.strip()
-        if not a:
-            age_list.append(None)
-            continue
-        try:
-            age_list.append(float(a))
-        except ValueError:
-            raise _err(path, lines[i], "Patient_age", f"expected a number or empty, got {a!r}") from None
+    try:
+        age_list: list[float | None] = [float(a) if a else None for a in ages]
+    except ValueError:
+        age_list = []
+        for i, a in enumerate(ages):
+            a = a.strip()
+            try:
+                age_list.append(float(a) if a else None)
+            except ValueError:
+                raise _err(path, lines[i], "Patient_age", f"expected a number or empty, got {a!r}") from None
 
     patient = ints["Patient_index"].tolist()
     study = ints["Study_index"].tolist()
     series = ints["Series_ID"].tolist()
     keyl = key.tolist()
     names = col["File_name"]
-    for i, fn in enumerate(names):
-        m = _FILE_RE.match(fn)
-        if m is None:
-            raise _err(path, lines[i], "File_name", f"expected <patient>_<study>_<series>_<slice>.png, got {fn!r}")
-        p, s, se, k = map(int, m.groups())
-        if p != patient[i] or s != study[i] or se != series[i] or k != keyl[i]:
-            raise _err(path, lines[i], "File_name",
-                       f"{fn!r} disagrees with Patient_index/Study_index/Series_ID/Key_slice_index "
-                       f"({patient[i]}, {study[i]}, {series[i]}, {keyl[i]})")
+    expected = [f"{p:06d}_{s:02d}_{se:02d}_{k:03d}.png" for p, s, se, k in zip(patient, study, series, keyl)]
+    if expected != list(names):
+        for i, (fn, ex) in enumerate(zip(names, expected)):
+            if fn == ex:
+                continue
+            m = _FILE_RE.match(fn)
+            if m is None:
+                raise _err(path, lines[i], "File_name",
+                           f"expected <patient>_<study>_<series>_<slice>.png, got {fn!r}")
+            p, s, se, k = map(int, m.groups())
+            if p != patient[i] or s != study[i] or se != series[i] or k != keyl[i]:
+                raise _err(path, lines[i], "File_name",
+                           f"{fn!r} disagrees with Patient_index/Study_index/Series_ID/Key_slice_index "
+                           f"({patient[i]}, {study[i]}, {series[i]}, {keyl[i]})")
 
     recist32 = (recist - 1).astype(np.float32)
     box32 = (box - 1).astype(np.float32)
     diam32 = vec["Lesion_diameters_Pixel_"].astype(np.float32)
     loc32 = vec["Normalized_lesion_location"].astype(np.float32)
     spacing32 = spacing.astype(np.float32)
-    srange_l = srange.astype(np.int64).tolist()
-    size_l = size.astype(np.int64).tolist()
-    win_l = vec["DICOM_windows"].tolist()
+    srange_l = list(zip(srange[:, 0].astype(np.int64).tolist(), srange[:, 1].astype(np.int64).tolist()))
+    size_l = list(zip(size[:, 0].astype(np.int64).tolist(), size[:, 1].astype(np.int64).tolist()))
+    win = vec["DICOM_windows"]
+    win_l = list(zip(win[:, 0].tolist(), win[:, 1].tolist()))
     ltype_l = ltype.tolist()
     noisy_l = noisy.astype(bool).tolist()
     split_l = split.tolist()
     genders = col["Patient_gender"]
 
     return [
-        LesionRecord(lines[i], names[i], patient[i], study[i], series[i], keyl[i], recist32[i], box32[i],
-                     diam32[i], loc32[i], ltype_l[i], noisy_l[i], tuple(srange_l[i]), spacing32[i],
-                     tuple(size_l[i]), tuple(win_l[i]), genders[i].strip(), age_list[i], split_l[i])
-        for i in range(n)
+        LesionRecord(ln, fn, pa, st, se, k, rc, bx, dm, lc, lt, nz, sr, sp, sz, wn,
+                     g.strip(), ag, spl)
+        for ln, fn, pa, st, se, k, rc, bx, dm, lc, lt, nz, sr, sp, sz, wn, g, ag, spl in zip(
+            lines, names, patient, study, series, keyl, recist32, box32, diam32, loc32, ltype_l, noisy_l,
+            srange_l, spacing32, size_l, win_l, genders, age_list, split_l)
     ]
 
 
