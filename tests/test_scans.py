@@ -85,7 +85,8 @@ def test_dicom_several_series(tmp_path):
     small = write_dicom_series(d, phantom((6, 32, 32), seed=1) + 100, series_uid="1.2.3.4.200")
     series = S.list_dicom_series(d)
     assert [s.uid for s in series] == [big, small] and [s.n_files for s in series] == [10, 6]
-    assert S.read_scan(d).series_uid == big
+    scan = S.read_scan(d)
+    assert scan.series_uid == big and "2 series; used the largest" in scan.warnings[0]
     scan = S.read_scan(d, series_uid=small)
     assert scan.series_uid == small and scan.shape[0] == 6
     with pytest.raises(A3DError, match="no series with --series 9.9"):

@@ -454,6 +454,10 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
         raise A3DError(f"{first}: DICOM ImagePositionPatient/ImageOrientationPatient missing; slice spacing unknown")
     warnings = []
+    if series_uid is None and len(series) > 1:
+        others = ", ".join(f"{s.uid} ({s.n_files} files)" for s in series[1:4]) + (" ..." if len(series) > 4 else "")
+        warnings.append(f"{folder}: {len(series)} series; used the largest, {chosen.uid} ({chosen.n_files} files); "
+                        f"others: {others}; choose one with --series UID")
     if not modality:
         warnings.append(f"{first}: DICOM Modality missing; assumed CT")
     reader = sitk.ImageSeriesReader()
