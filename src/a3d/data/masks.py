@@ -115,11 +115,18 @@ def _job(args) -> tuple[str, bool]:
 
 
 def _mp_context():
-    """fork where available (workers only use numpy/OpenCV; no re-import of the package and torch)."""
+    """forkserver (spawn where unavailable), never plain fork.
+
+    Forking a process that has used OpenCV's or torch's thread pools can deadlock the children
+    (seen here). The fork server preloads this module once, so each worker starts quickly.
+    """
     import multiprocessing
 
-    methods = multiprocessing.get_all_start_methods()
-    return get_context("fork" if "fork" in methods else "spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = get_context("forkserver")
+        ctx.set_forkserver_preload(["a3d.data.masks", "a3d.data.cache"])
+        return ctx
+    return get_context("spawn")
 
 
 def _init_worker():
