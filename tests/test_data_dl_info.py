@@ -132,3 +132,19 @@ def test_missing_and_empty_file(tmp_path):
     with pytest.raises(A3DError, match="empty"):
         read_dl_info(tmp_path / "e.csv")
     assert read_dl_info(_write(tmp_path)) == []
+
+
+def test_misaligned_counts_are_caught(tmp_path):
+    # 1 + 3 numbers = 2 rows x 2 numbers in total: must still be caught per row
+    a = ROW1.replace('"19.0641, 14.3297"', '"19.0641"')
+    b = ROW3.replace('"10, 4"', '"10, 4, 3"')
+    p = _write(tmp_path, a, b)
+    with pytest.raises(A3DError, match="line 2, column Lesion_diameters_Pixel_"):
+        read_dl_info(p)
+
+
+def test_gc_state_restored(tmp_path):
+    import gc
+
+    read_dl_info(_write(tmp_path, ROW1))
+    assert gc.isenabled()
