@@ -316,3 +316,37 @@ def test_cli_list_series(tmp_path, capsys):
     assert [ln.split("\t")[:2] for ln in lines] == [["1.2.3.4.5", "5 files"], ["1.2.3.4.6", "3 files"]]
     assert main(["predict", str(d)]) == 2
     assert "--checkpoint CKPT and --out DIR are required" in capsys.readouterr().err
+
+
+DOC_KEYS = {"format", "version", "a3d_version", "created", "input", "geometry", "model", "settings", "processed_slices",
+            "seconds", "warnings", "files", "detections", "candidates"}
+DET_KEYS = {"id", "candidate", "slice", "canonical_slice", "slice_file", "score", "box_px", "box_mm", "width_mm", "height_mm",
+            "box_lps", "center_lps", "center_original_index", "box_original_index_min", "box_original_index_max",
+            "long_axis_mm", "short_axis_mm", "long_axis_px", "mask_area_mm2", "mask_pixels"}
+CAND_KEYS = {"id", "key_detection", "key_slice", "key_canonical_slice", "max_score", "mean_score", "n_detections", "n_slices",
+             "slices", "canonical_slices", "z_extent_mm", "volume_mm3", "volume_ml", "long_axis_mm", "short_axis_mm",
+             "measured_on_slice", "centroid_lps", "centroid_canonical_index", "bbox_lps_min", "bbox_lps_max", "detections", "overlay"}
+
+
+def test_json_schema_matches_docs(tmp_path, standin):
+    """The keys documented in docs/predict.md are the keys written (DeepLesion PNG input, --dl-info)."""
+    from a3d.data.slices import write_png_hu
+
+    series = tmp_path / "000002_01_01"
+    vol = phantom((6, 64, 64))
+    vol[2:5, 20:30, 30:42] = 300
+    for k in range(6):
+        write_png_hu(series / f"{100 + k:03d}.png", vol[k])
+    out = tmp_path / "out"
+    assert main(["predict", str(series), "--checkpoint", "x.pt", "--out", str(out), "--spacing", "0.8,0.8,2"]) == 0
+    doc = json.loads((out / "predictions.json").read_text())
+    assert set(doc) == DOC_KEYS and doc["input"]["kind"] == "deeplesion-png"
+    assert doc["detections"] and all(set(d) == DET_KEYS for d in doc["detections"])
+    assert len(doc["candidates"]) == 1 and set(doc["candidates"][0]) == CAND_KEYS
+    c = doc["candidates"][0]
+    assert c["slices"] == [2, 3, 4] and c["z_extent_mm"] == pytest.approx(6.0)
+    assert {d["slice_file"] for d in doc["detections"]} == {"102.png", "103.png", "104.png"}
+    assert c["long_axis_mm"] == pytest.approx(np.hypot(12, 10) * 0.8, abs=1.0)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
+    for key in DOC_KEYS | DET_KEYS | CAND_KEYS:
+        assert f'"{key}"' in docs, key
