@@ -96,6 +96,12 @@ def test_cache_equals_png(synth_copy):
         assert torch.equal(a, b) and torch.equal(a, c)
         assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["masks"], tb["masks"])
     assert not list((synth_copy / "cache").glob(".*tmp*"))
+    # picklable for spawn-started DataLoader workers, without copying the memory-mapped volumes
+    import pickle
+
+    blob = pickle.dumps(cached)
+    assert len(blob) < 200_000
+    assert torch.equal(pickle.loads(blob)[0][0], cached[0][0])
 
 
 def test_stale_mask_file(synth_copy):

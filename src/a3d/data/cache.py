@@ -142,6 +142,9 @@ class CacheSource:
         self.root = Path(root)
         self._vols: dict[str, tuple[np.ndarray, dict[int, int]]] = {}
 
+    def __getstate__(self):  # DataLoader workers (spawn) re-open the memory maps instead of copying them
+        return {"root": self.root, "_vols": {}}
+
     def has(self, series_dir: str) -> bool:
         return series_dir in self._vols or _index_path(self.root, series_dir).exists()
 
