@@ -57,6 +57,7 @@ class ModelConfig:
     rpn_pre_nms_test: int = 6000
     rpn_post_nms_test: int = 300
     rpn_nms: float = 0.7
+    rpn_channels: int = 0  # RPN 3x3 conv width; 0 = the input's (512, torchvision's RPNHead)
     # box head
     roi_size: int = 7
     roi_sampling_ratio: int = 2
@@ -278,6 +279,7 @@ def validate(cfg: Config, source: str = "config") -> None:
                 "rpn_post_nms_test", "roi_size", "fc_width", "roi_batch_per_image", "mask_roi_size",
                 "mask_channels", "detections"):
         need(getattr(m, key) >= 1, f"model.{key}", "a positive integer")
+    need(m.rpn_channels >= 0, "model.rpn_channels", ">= 0 (0 = the backbone's width)")
     need(m.roi_sampling_ratio >= 0, "model.roi_sampling_ratio", ">= 0")
     need(m.mask_convs >= 0, "model.mask_convs", ">= 0")
     need(m.dice_smooth >= 0, "model.dice_smooth", ">= 0")

@@ -86,55 +86,15 @@ class EpochSampler(Sampler):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
 
-class HorizontalFlip:
-    """Random horizontal flip of (1, D, H, W) image and its target (boxes, masks, recist)."""
-
-    def __init__(self, p: float = 0.5):
-        self.p = p
-
-    def __call__(self, image, target):
-        if random.random() >= self.p:
-            return image, target
-        w = image.shape[-1]
-        image = image.flip(-1)
-        target = dict(target)
-        b = target["boxes"].clone()
-        b[:, 0], b[:, 2] = w - 1 - target["boxes"][:, 2], w - 1 - target["boxes"][:, 0]
-        target["boxes"] = b
-        if "masks" in target:
-            target["masks"] = target["masks"].flip(-1)
-        if "recist" in target:
-            r = target["recist"].clone()
-            r[:, 0::2] = w - 1 - r[:, 0::2]
-            target["recist"] = r
-        return image, target
-
-
 def train_transform(d: DataConfig):
-    """The training augmentation for ``d``: the data package's TrainTransform when it exists (flip +
-    shift/scale/rotate), else a horizontal flip only."""
+    """The training augmentation for ``d``: :class:`a3d.data.transforms.TrainTransform` (random
+    horizontal flip, then shift/scale/rotate with probability ``augment_p``), or None."""
     if not d.flip and not d.augment:
         return None
-    try:
-        from a3d.data.transforms import TrainTransform  # type: ignore
-    except ImportError:
-        return HorizontalFlip() if d.flip else None
-    return _make_train_transform(TrainTransform, d)
+    from a3d.data.transforms import TrainTransform
 
-
-def _make_train_transform(cls, d: DataConfig):
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    wanted = {"flip": d.flip, "augment": d.augment, "shift": d.shift, "scale": d.scale, "rotate": d.rotate,
-              "rotation": d.rotate, "p": d.augment_p, "augment_p": d.augment_p, "prob": d.augment_p}
-    kwargs = {k: v for k, v in wanted.items() if k in params}
-    if not d.augment:
-        if "augment" not in params:
-            for k in ("p", "augment_p", "prob"):
-                if k in kwargs:
-                    kwargs[k] = 0.0
-    return cls(**kwargs)
+    return TrainTransform(flip_p=0.5 if d.flip else 0.0, shift=d.shift, scale=d.scale, rotate=d.rotate,
+                          p=d.augment_p if d.augment else 0.0)
 
 
 def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None):

@@ -3,3 +3,4 @@
 from a3d.models.backbone import DenseNet3dBackbone, densenet121_3d
 
 __all__ = ["DenseNet3dBackbone", "densenet121_3d"]
+from a3d.models.detector import build_detector  # noqa: E402  (the detector issue)

@@ -210,6 +210,18 @@ class A3DDetector(nn.Module):
         return detections
 
 
+class NarrowRPNHead(RPNHead):
+    """torchvision's RPNHead with its 3x3 conv mapping ``in_channels -> channels`` (torchvision keeps
+    ``in_channels``); used by small presets (``model.rpn_channels``), same forward and init."""
+
+    def __init__(self, in_channels: int, num_anchors: int, channels: int):
+        super().__init__(channels, num_anchors)
+        conv = nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.constant_(conv.bias, 0)
+        self.conv = nn.Sequential(nn.Sequential(conv, nn.ReLU(inplace=True)))
+
+
 def resolve_pretrained(value: str) -> Optional[str]:
     """``model.pretrained`` -> what the backbone takes: None, or a state-dict file path.
 
@@ -253,7 +265,11 @@ def build_detector(model_cfg: ModelConfig | dict, pretrained: Optional[bool] = N
     channels = backbone.out_channels
 
     anchors = AnchorGenerator(sizes=(tuple(m.anchor_sizes),), aspect_ratios=(tuple(m.aspect_ratios),))
-    rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0])
+    n_anchors = anchors.num_anchors_per_location()[0]
+    if m.rpn_channels and m.rpn_channels != channels:
+        rpn_head = NarrowRPNHead(channels, n_anchors, m.rpn_channels)
+    else:
+        rpn_head = RPNHead(channels, n_anchors)
     rpn = RegionProposalNetwork(
         anchors,
         rpn_head,
@@ -298,4 +314,4 @@ def build_detector(model_cfg: ModelConfig | dict, pretrained: Optional[bool] = N
     return A3DDetector(backbone, rpn, roi_heads, m)
 
 
-__all__ = ["A3DDetector", "DiceRoIHeads", "build_detector", "dice_mask_loss", "resolve_pretrained"]
+__all__ = ["A3DDetector", "DiceRoIHeads", "NarrowRPNHead", "build_detector", "dice_mask_loss", "resolve_pretrained"]
