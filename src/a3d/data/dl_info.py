@@ -128,23 +128,35 @@ def _err(path, line, column, msg) -> A3DError:
     return A3DError(f"{path}: line {line}, column {column}: {msg}")
 
 
+def _fast_vectors(values, n) -> np.ndarray | None:
+    """float64 (len(values), n) or None when any field is malformed (the caller then finds it)."""
+    commas = np.fromiter(map(str.count, values, repeat(",")), dtype=np.int64, count=len(values))
+    if not (commas == n - 1).all():
+        return None
+    joined = ",".join(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:  # C-level text parsing; any junk -> warning/ValueError -> None
+            arr = np.fromstring(joined, dtype=np.float64, sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+    if arr.size != n * len(values):
+        return None
+    return arr.reshape(len(values), n)
+
+
 def _parse_vector_column(path, column, values, lines, n) -> np.ndarray:
     """Parse a column of comma-separated numbers into float64 (rows, n); slow path names the row."""
-    commas = np.fromiter(map(str.count, values, repeat(",")), dtype=np.int64, count=len(values))
-    if (commas == n - 1).all():
-        joined = ",".join(values)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            try:  # C-level text parsing; any junk -> warning/ValueError -> exact slow path below
-                arr = np.fromstring(joined, dtype=np.float64, sep=",")
-            except (ValueError, DeprecationWarning):
-                arr = None
-        if arr is not None and arr.size == n * len(values):
-            return arr.reshape(len(values), n)
-        try:
-            return np.array(list(map(float, joined.split(","))), dtype=np.float64).reshape(len(values), n)
-        except ValueError:
-            pass
+    uniq = list(dict.fromkeys(values))
+    if 2 * len(uniq) < len(values):  # repeated per series (spacing, sizes, windows, ranges): parse once
+        arr = _fast_vectors(uniq, n)
+        if arr is not None:
+            pos = {v: i for i, v in enumerate(uniq)}
+            return arr[np.fromiter(map(pos.__getitem__, values), dtype=np.int64, count=len(values))]
+    else:
+        arr = _fast_vectors(values, n)
+        if arr is not None:
+            return arr
     for v, line in zip(values, lines):  # find the culprit
         items = v.split(",")
         if len(items) != n:
