@@ -242,14 +242,14 @@ _ORGAN_P = {
 def _lesion_hu(organ: _Organ, rng, bg: float | None = None) -> float:
     """Lesion (and look-alike) HU with organ-typical contrast to the local background ``bg``.
 
-    Mostly strong contrast, about 10% subtle (35-55 HU)."""
+    Mostly strong contrast (100-220 HU), about 10% subtle (35-55 HU)."""
     bg = organ.shape.hu if bg is None else bg
     if organ.name == "lung":
         return float(rng.uniform(-10, 60))
     if organ.name == "bone":
         return float(bg - rng.uniform(250, 350) if rng.random() < 0.7 else bg + rng.uniform(400, 600))
     subtle = rng.random() < 0.1
-    mag = rng.uniform(35, 55) if subtle else rng.uniform(80, 170)
+    mag = rng.uniform(35, 55) if subtle else rng.uniform(100, 220)
     if organ.name in ("liver", "kidney"):
         sign = -1.0 if rng.random() < 0.75 else 1.0
     elif organ.name == "mediastinum":
