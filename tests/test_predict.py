@@ -350,3 +350,43 @@ def test_json_schema_matches_docs(tmp_path, standin):
     docs = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
     for key in DOC_KEYS | DET_KEYS | CAND_KEYS:
         assert f'"{key}"' in docs, key
+
+
+def test_same_input_and_detections_as_the_dataset_path(synth_root):
+    """On a DeepLesion-format series, predict's model input (PNG reading, 2 mm neighbours, HU mapping,
+    in-plane fit) equals the training dataset's, and a detector gives the same detections through
+    `a3d predict`'s engine as through the detector engine's predict_dataset."""
+    from a3d.config import load_config
+    from a3d.data import DeepLesionDataset
+    from a3d.engine.evaluate import predict_dataset
+    from a3d.models.detector import build_detector
+
+    ds = DeepLesionDataset(synth_root, "all", slices=3, masks=False)
+    checked = 0
+    for i, group in enumerate(ds.records):
+        rec = group[0]
+        series = synth_root / "Images_png" / rec.series_dir
+        files = sorted(p.name for p in series.glob("*.png"))
+        z = files.index(f"{rec.key_slice:03d}.png")
+        if not 2 <= z <= len(files) - 3:
+            continue  # away from the ends (the dataset clamps to Slice_range, predict to the files)
+        scan = S.read_scan(series, dl_info=synth_root / "DL_info.csv")
+        assert scan.spacing[2] == pytest.approx(float(rec.spacing[2]))
+        image, target = ds[i]
+        mine = P.ContextBuilder(scan, P.ModelSpec(depth=3, size=image.shape[-1])).build(z)
+        np.testing.assert_allclose(mine, image[0].numpy(), atol=1e-4)
+        checked += 1
+        if checked == 1:
+            cfg = load_config("tiny")
+            torch.manual_seed(1)
+            model = build_detector(cfg.model, pretrained=False).eval()
+            ref = predict_dataset(model, torch.utils.data.Subset(ds, [i]), batch_size=1)[0]
+            res = P.predict_scan(scan, model, P.model_spec(cfg), P.PredictSettings(score_threshold=0.0, slices=(z, z + 1)))
+            got = sorted(((d.score, *d.box) for d in res.detections), reverse=True)
+            want = sorted(((float(s), *b) for s, b in zip(ref.scores, ref.boxes)), reverse=True)
+            assert len(got) > 0 and len(got) == len(want)
+            np.testing.assert_allclose(np.array(got)[:, 0], np.array(want)[:, 0], atol=1e-5)
+            np.testing.assert_allclose(np.array(got)[:, 1:], np.array(want)[:, 1:], atol=1e-3)
+        if checked == 3:
+            break
+    assert checked == 3
