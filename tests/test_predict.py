@@ -322,7 +322,7 @@ DOC_KEYS = {"format", "version", "a3d_version", "created", "input", "geometry", 
             "seconds", "warnings", "files", "detections", "candidates"}
 DET_KEYS = {"id", "candidate", "slice", "canonical_slice", "slice_file", "score", "box_px", "box_mm", "width_mm", "height_mm",
             "box_lps", "center_lps", "center_original_index", "box_original_index_min", "box_original_index_max",
-            "long_axis_mm", "short_axis_mm", "long_axis_px", "mask_area_mm2", "mask_pixels"}
+            "long_axis_mm", "short_axis_mm", "long_axis_px", "mask_area_mm2", "mask_pixels", "mask_outline_px"}
 CAND_KEYS = {"id", "key_detection", "key_slice", "key_canonical_slice", "max_score", "mean_score", "n_detections", "n_slices",
              "slices", "canonical_slices", "z_extent_mm", "volume_mm3", "volume_ml", "long_axis_mm", "short_axis_mm",
              "measured_on_slice", "centroid_lps", "centroid_canonical_index", "bbox_lps_min", "bbox_lps_max", "detections", "overlay"}
@@ -347,6 +347,8 @@ def test_json_schema_matches_docs(tmp_path, standin):
     assert c["slices"] == [2, 3, 4] and c["z_extent_mm"] == pytest.approx(6.0)
     assert {d["slice_file"] for d in doc["detections"]} == {"102.png", "103.png", "104.png"}
     assert c["long_axis_mm"] == pytest.approx(np.hypot(12, 10) * 0.8, abs=1.0)
+    outline = np.array(doc["detections"][0]["mask_outline_px"])
+    assert outline[:, 0].min() == 30 and outline[:, 0].max() == 41 and outline[:, 1].min() == 20 and outline[:, 1].max() == 29
     docs = (Path(__file__).resolve().parents[1] / "docs" / "predict.md").read_text()
     for key in DOC_KEYS | DET_KEYS | CAND_KEYS:
         assert f'"{key}"' in docs, key

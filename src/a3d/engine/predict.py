@@ -621,8 +621,21 @@ def detection_record(d: Detection, scan: Scan) -> dict:
         "long_axis_px": m.get("long_axis_px"),
         "mask_area_mm2": float(m.get("area_mm2", 0.0)),
         "mask_pixels": int(d.mask.sum()) if d.mask is not None else 0,
+        "mask_outline_px": _outline(d),
         "slice_file": _slice_file(scan, d.slice),
     }
+
+
+def _outline(d: Detection) -> list[list[int]]:
+    """Outer boundary of the mask's largest component: [x, y] pixel indices (canonical slice)."""
+    import cv2
+
+    if d.mask is None or not d.mask.any():
+        return []
+    contours, _ = cv2.findContours(d.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    c = max(contours, key=cv2.contourArea).reshape(-1, 2)
+    x0, y0 = d.mask_origin
+    return [[int(x) + x0, int(y) + y0] for x, y in c]
 
 
 def _slice_file(scan: Scan, index: int) -> str | None:
