@@ -11,7 +11,8 @@
 
 Anatomy: an elliptical body (fat rim, soft tissue) in one of three regions (chest: lungs, mediastinum,
 heart, spine; abdomen: liver, spleen, kidneys, spine, aorta, bowel; pelvis: bladder, iliac bones),
-with smooth texture and Gaussian noise. Lesions are (sometimes two-lobed) ellipsoids in an organ,
+with smooth texture and Gaussian noise. Lesions are (sometimes two-lobed) ellipsoids in an organ, flattened in z
+(semi-axis 3-15 mm) so that 2-mm neighbours show them shrink or end,
 with organ-typical contrast (mostly strong, about 10% subtle), long diameters mostly 7.5%-30% of
 the image width (10-40 px at 128 px). Look-alikes: tubes (vessels) running through every slice of a
 series with the same intensity and calibre as that organ's lesions: on one slice they look like a
@@ -384,9 +385,11 @@ def _series(out, pid, study, series_id, split, gender, age, rng, S) -> list:
             else:
                 continue
             placed.append((cx, cy, a))
-            c_mm = a * px * rng.uniform(0.6, 1.2)
+            # flattened in z (3-15 mm semi-axis) so that +-6 mm of context (D=7) sees it shrink or end,
+            # unlike the look-alike vessels running through every slice
+            c_mm = min(max(a * px * rng.uniform(0.25, 0.6), 3.0), 15.0)
             bg = float(np.median(vals)) if vals.size else None
-            blob = _Blob(cx, cy, key * interval + rng.uniform(-0.3, 0.3) * interval, a, b, max(c_mm, 1.5),
+            blob = _Blob(cx, cy, key * interval + rng.uniform(-0.3, 0.3) * interval, a, b, c_mm,
                          rng.uniform(0, math.pi), _lesion_hu(organ, rng, bg))
             if rng.random() < 0.3:  # a second lobe makes an irregular shape
                 la = a * rng.uniform(0.45, 0.7)
