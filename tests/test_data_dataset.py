@@ -113,3 +113,28 @@ def test_stale_mask_file(synth_copy):
              boxes=np.zeros((5, 4), np.float32))
     with pytest.raises(A3DError, match=iid):
         ds[0]
+
+
+def test_cache_resumes_and_rejects_mismatch(synth_copy):
+    import json
+
+    from a3d.data.cache import cache_series
+
+    recs = read_dl_info(synth_copy / "DL_info.csv")
+    sd = recs[0].series_dir
+    assert cache_series(synth_copy, sd) is True
+    assert cache_series(synth_copy, sd) is False  # complete: skipped
+    # an interrupted run (volume without index) is redone
+    (synth_copy / "cache" / f"{sd}.json").unlink()
+    assert cache_series(synth_copy, sd) is True
+    # an index that does not match its volume is reported, naming the file
+    idx = json.loads((synth_copy / "cache" / f"{sd}.json").read_text())
+    idx["shape"][0] += 1
+    (synth_copy / "cache" / f"{sd}.json").write_text(json.dumps(idx))
+    ds = DeepLesionDataset(synth_copy, "all", cache=True, masks=False)
+    i = next(k for k, g in enumerate(ds.records) if g[0].series_dir == sd)
+    with pytest.raises(A3DError, match=f"{sd}.npy"):
+        ds[i]
+    assert cache_series(synth_copy, sd) is True  # rebuilt
+    assert torch.equal(DeepLesionDataset(synth_copy, "all", cache=True, masks=False)[i][0],
+                       DeepLesionDataset(synth_copy, "all", cache=False, masks=False)[i][0])
