@@ -13,7 +13,7 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a detector from a config (TOML file or packaged name)",
                               description=__doc__.splitlines()[0])
-    p.add_argument("config", help="TOML file or packaged config name (e.g. a3d_x7, tiny); "
+    p.add_argument("config", nargs="?", default=None, help="TOML file or packaged config name (e.g. a3d_x7, tiny); "
                                   "with --resume and no config, the run's stored config is used")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
@@ -27,7 +27,7 @@ def run(args) -> int:
     from a3d.errors import A3DError
 
     config, overrides = args.config, list(args.overrides)
-    if "=" in config:  # `a3d train --resume --out RUN key=value`: no config given
+    if config is not None and "=" in config:  # `a3d train --resume --out RUN key=value`: no config given
         overrides.insert(0, config)
         config = None
     if config is None or (args.resume and config == "-"):

@@ -1,0 +1,164 @@
+"""Training engine: checkpoints (weights_only), exact resume, NaN stop, refusing foreign checkpoints,
+load_model / predict_split, the schedule, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from a3d.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from a3d.engine.train import TrainingDiverged, WarmupStepSchedule, train
+from a3d.errors import A3DError
+from fixtures_train import small_config, small_overrides, tiny_checkpoint  # noqa: F401  (fixture)
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def _params(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_checkpoint_contents_weights_only(tiny_checkpoint):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "rng", "epoch", "iteration", "config",
+                "a3d_version", "format"):
+        assert key in ckpt
+    assert ckpt["format"] == FORMAT and ckpt["iteration"] == 2
+    assert ckpt["config"]["model"]["operator"] == "a3d" and isinstance(ckpt["config"], dict)
+    rng = ckpt["rng"][0]
+    assert set(rng) == {"python", "numpy", "torch", "cuda"}
+    run = tiny_checkpoint.parent
+    assert (run / "best.pt").is_file() and (run / "config.toml").is_file() and (run / "tb").is_dir()
+
+
+def test_resume_gives_the_same_weights(synth_root, tmp_path):
+    # flips + shift/scale/rotate on: augmentation must be a function of (seed, epoch, sample)
+    over = ["train.epochs=2", "train.checkpoint_every=3", "data.augment=true", "data.flip=true", "train.seed=3"]
+    cfg = small_config(synth_root, *over)
+    straight = train(cfg, tmp_path / "straight", **QUIET)
+    assert straight.iterations >= 5
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(it, losses):
+        if it == 4:  # after the checkpoint at iteration 3, before step 5 completes
+            raise Killed
+        return losses
+
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "resumed", loss_hook=kill_at_4, **QUIET)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 3
+    resumed = train(cfg, tmp_path / "resumed", resume=True, **QUIET)
+    assert resumed.iterations == straight.iterations
+    a, b = _params(tmp_path / "straight" / "last.pt"), _params(tmp_path / "resumed" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth_root, tmp_path):
+    cfg = small_config(synth_root, "train.max_iters=6", "train.checkpoint_every=2")
+
+    def nan_at_3(it, losses):
+        if it == 3:
+            losses = dict(losses)
+            losses["loss_classifier"] = losses["loss_classifier"] * float("nan")
+        return losses
+
+    with pytest.raises(TrainingDiverged, match=r"iteration 4\b.*last good checkpoint.*iteration 2"):
+        train(cfg, tmp_path / "run", loss_hook=nan_at_3, **QUIET)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_huge_lr_diverges_with_a_clear_message(synth_root, tmp_path):
+    cfg = small_config(synth_root, "train.max_iters=8", "train.lr=1e12", "train.clip_grad=0", "train.warmup_iters=0")
+    with pytest.raises(TrainingDiverged, match="iteration"):
+        train(cfg, tmp_path / "run", **QUIET)
+
+
+def test_resume_refuses_other_model_config(tiny_checkpoint, synth_root, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint.parent, run)
+    cfg = small_config(synth_root, "train.max_iters=2", "model.operator=none")
+    with pytest.raises(A3DError, match=r"another model config.*model\.operator"):
+        train(cfg, run, resume=True, **QUIET)
+    with pytest.raises(A3DError, match="already holds a run"):
+        train(small_config(synth_root, "train.max_iters=2"), run, **QUIET)
+
+
+def test_foreign_checkpoints_refused(tiny_checkpoint, tmp_path):
+    from a3d.engine.checkpoint import load_model_state
+    from a3d.models import build_detector
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    bad = dict(ckpt, format=FORMAT + 1)
+    torch.save(bad, tmp_path / "future.pt")
+    with pytest.raises(A3DError, match=f"format {FORMAT + 1}"):
+        load_checkpoint(tmp_path / "future.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(A3DError, match="not an a3d checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(A3DError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    from a3d.config import config_from_dict, override_config
+
+    other = override_config(config_from_dict(ckpt["config"]), ["model.fc_width=32"])
+    with pytest.raises(A3DError, match="another config"):
+        load_model_state(build_detector(other.model), ckpt["model"], "x.pt")
+
+
+def test_load_model_and_predict_split(tiny_checkpoint, synth_root):
+    from a3d.engine.evaluate import load_model, predict_split
+    from a3d.evaluation import ImagePredictions
+
+    model, cfg = load_model(tiny_checkpoint, "cpu")
+    assert not model.training and cfg.model.operator == "a3d"
+    preds = predict_split(tiny_checkpoint, synth_root, "val", batch_size=2, device="cpu")
+    assert preds and all(isinstance(p, ImagePredictions) for p in preds)
+    # boxes are in the original 128 px image's coordinates (the model ran at 64 px)
+    allb = torch.cat([torch.as_tensor(p.boxes).reshape(-1, 4) for p in preds])
+    assert allb.numel() and float(allb.max()) > 64 and float(allb.max()) <= 128
+    assert all(len(p.scores) <= 50 for p in preds)
+
+
+def test_schedule():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = WarmupStepSchedule(opt, 0.02, warmup_iters=500, warmup_factor=0.01, step_iters=[900, 1600], gamma=0.1)
+    assert s.lr_at(0) == pytest.approx(0.0002)
+    assert s.lr_at(250) == pytest.approx(0.02 * (0.01 + 0.99 * 0.5))
+    assert s.lr_at(500) == pytest.approx(0.02)
+    assert s.lr_at(899) == pytest.approx(0.02) and s.lr_at(900) == pytest.approx(0.002)
+    assert s.lr_at(1600) == pytest.approx(0.0002)
+
+
+def test_lr_scaled_with_total_batch():
+    from a3d.config import load_config
+    from a3d.engine.train import scaled_lr
+
+    cfg = load_config("a3d_x7", ["train.batch_size=2"])
+    assert scaled_lr(cfg, 1) == pytest.approx(0.01) and scaled_lr(cfg, 4) == pytest.approx(0.04)
+
+
+def test_cli_train_and_resume(synth_root, tmp_path, capsys):
+    from a3d.cli import main
+
+    out = tmp_path / "cli_run"
+    args = ["train", "tiny", *small_overrides(synth_root), "train.max_iters=2", "train.val_every=1",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    hist = json.loads((out / "history.json").read_text())
+    assert hist and 0.0 <= hist[-1]["val_average"] <= 1.0
+    assert main(args) == 2  # the folder already holds a run
+    assert "already holds a run" in capsys.readouterr().err
+    # resume a finished run from its stored config: nothing left to do, same checkpoint
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert load_checkpoint(out / "last.pt")["iteration"] == 2
