@@ -27,7 +27,7 @@ def test_trained_tiny_model_finds_lesion_on_key_slice(synth_root, tmp_path):
     from a3d.data import read_dl_info
     from a3d.engine.train import train
 
-    budget = float(os.environ.get("A3D_SLOW_TRAIN_S", "420"))
+    budget = float(os.environ.get("A3D_SLOW_TRAIN_S", "600"))
     cfg = override_config(load_config("tiny"), [f"data.root={synth_root}", "train.device=cpu", "train.epochs=30",
                                                 "train.lr_steps=[24, 28]", "train.val_every=1000"])
     res = train(cfg, tmp_path / "run", progress=False, time_budget_s=budget, log=lambda s: None)
