@@ -325,7 +325,7 @@ def html_report(doc: dict, overlays: dict[int, bytes]) -> str:
             f'src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
         )
         s = c["slices"]
-        cen = ", ".join(f"{v:.1f}" for v in c["centroid_lps"])
+        cen = ", ".join(f"{(round(v, 1) or 0.0):.1f}" for v in c["centroid_lps"])
         rows.append(
             f'<tr class="candidate" data-candidate-id="{c["id"]}"><td>{c["id"]}</td><td>{c["max_score"]:.3f}</td>'
             f"<td>{min(s)}&ndash;{max(s)} (key {c['key_slice']})</td><td>{c['z_extent_mm']:.1f}</td>"
