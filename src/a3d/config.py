@@ -113,6 +113,7 @@ class TrainConfig:
     max_iters: int = 0  # 0: epochs x iterations per epoch; else stop there (lr steps scaled to it)
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | off | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads for torch; 0 = auto (torch's default, 1 when the CPUs are already busy)
     sync_bn: bool = True  # SyncBatchNorm when world size > 1 on GPU
     seed: int = 0
     checkpoint_every: int = 1000  # iterations; checkpoints are also written after every epoch
@@ -301,6 +302,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(t.amp in AMP_MODES, "train.amp", f"one of {', '.join(AMP_MODES)}")
     need(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
          "auto, cpu, cuda or cuda:N")
+    need(t.threads >= 0, "train.threads", ">= 0 (0 = auto)")
     need(t.checkpoint_every >= 0, "train.checkpoint_every", ">= 0 (0 = only after each epoch)")
     need(t.val_every >= 0, "train.val_every", ">= 0 (0 = never)")
     need(t.val_batch_size >= 1, "train.val_batch_size", ">= 1")

@@ -108,6 +108,10 @@ def run_demo(
     if (run_dir / "last.pt").exists():
         raise A3DError(f"{out}: holds a previous demo (run/last.pt); remove it or pass another --out")
     cfg = demo_config(data_root, overrides)
+    from a3d.engine.distributed import resolve_device
+    from a3d.engine.train import set_cpu_threads
+
+    set_cpu_threads(cfg.train.threads, resolve_device(cfg.train.device), log)
     if not (data_root / "DL_info.csv").exists():
         log(f"generating synthetic data ({patients} patients, {cfg.data.size} px) in {data_root}")
         generate(data_root, patients=patients, seed=seed, size=max(64, cfg.data.size))
