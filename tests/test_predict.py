@@ -397,3 +397,28 @@ def test_same_input_and_detections_as_the_dataset_path(synth_root):
         if checked == 3:
             break
     assert checked == 3
+
+
+def test_coronal_stored_volume(tmp_path):
+    """A volume stored with coronal slices (file axes: x, inferior, posterior): predict re-orients it to
+    axial LPS, finds the planted lesion at its physical place, and the labels land back on its voxels."""
+    direction = (1, 0, 0, 0, 0, 1, 0, -1, 0)  # columns: i -> +x (L), j -> -z (I), k -> +y (P)
+    vol = np.transpose(phantom((40, 24, 64)), (1, 0, 2)).copy()  # stored (k, j, i) = (P, I, L) extents
+    img = make_image(vol, (1.2, 2.0, 1.5), (-30.0, -20.0, 60.0), direction)
+    centre = (8.0, 10.0, 20.0)
+    img, planted = plant_ellipsoids(img, [(centre, (6.0, 5.0, 5.0))])
+    sitk.WriteImage(sitk.Cast(img, sitk.sitkInt16), str(tmp_path / "cor.nii.gz"))
+    scan = S.read_scan(tmp_path / "cor.nii.gz")
+    assert scan.original_orientation != "LPS" and scan.shape[0] == 40  # 40 axial slices (file axis j)
+    assert scan.original_slice_axis() == 1
+    res = P.predict_scan(scan, BlobDetector(), SPEC, P.PredictSettings(batch_size=8))
+    assert len(res.candidates) == 1
+    np.testing.assert_allclose(res.candidates[0].info["centroid_lps"], centre, atol=1.0)
+    # "slice" is the index along the file's axis that runs inferior-superior (j here, reversed)
+    assert res.candidates[0].info["key_slice"] == img.TransformPhysicalPointToIndex(centre)[1]
+    O.write_outputs(res, tmp_path / "out", nifti_labels=True, overlays=False, html_page=False)
+    lab = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
+    np.testing.assert_allclose(lab.GetDirection(), direction, atol=1e-6)
+    la = sitk.GetArrayFromImage(lab)
+    dice = 2 * ((la > 0) & (planted > 0)).sum() / ((la > 0).sum() + (planted > 0).sum())
+    assert dice > 0.93  # non-square in-plane pixels: the stand-in thresholds a resampled slice
