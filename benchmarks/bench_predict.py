@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
         load_before = os.getloadavg()
         c0 = time.process_time()
         t0 = time.perf_counter()
-        r2 = P.predict_scan(scan, model, spec, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
+        P.predict_scan(scan, model, spec, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
                                                                  slices=(start, start + k), score_threshold=0.05))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()

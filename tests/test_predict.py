@@ -299,7 +299,6 @@ def test_real_ct_whole_volume_with_real_model(tmp_path, tiny_checkpoint):
     # overlapping candidates: the higher-scoring (lower id) one is drawn last, so it is there whole
     assert labels <= set(range(len(doc["candidates"]) + 1))
     if doc["candidates"]:
-        c1 = doc["candidates"][0]
         px = sum(d["mask_pixels"] for d in doc["detections"] if d["candidate"] == 1)
         assert (px > 0) == (1 in labels)
 

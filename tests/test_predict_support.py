@@ -96,7 +96,6 @@ def write_dicom_series(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.7, 2.5
                        drop=(), study_uid="1.2.826.0.1.3680043.8.498.1"):
     """Axial DICOM series (identity orientation, slices ascending in z) with rescale slope/intercept.
     Stored value = (HU - intercept) / slope as uint16. ``drop``: tags to leave out."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from a3d.data import scans as S
-from a3d.data.slices import hu_to_input, interpolation_plan, write_png_hu
+from a3d.data.slices import interpolation_plan, write_png_hu
 from a3d.errors import A3DError
 from test_predict_support import phantom, shared_ct, synthetic_nifti, write_dicom_series
 
@@ -126,7 +125,6 @@ def test_nifti_planted_lesion_physical_position(tmp_path):
     scan = S.read_scan(path)
     assert scan.original_orientation == "RAS"
     (c, r) = lesions[0]
-    z, y, x = np.argwhere(scan.hu > 200).mean(axis=0) if len(lesions) == 1 else (None, None, None)
     # voxels of lesion 1 in canonical space, their physical centroid equals the planted centre
     lab = sitk.GetImageFromArray(label)
     lab.CopyInformation(img)

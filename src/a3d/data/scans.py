@@ -591,11 +591,7 @@ def read_scan(
 
 
 # --------------------------------------------------------------------------------------------
-# intensity and slice context: the dataset's own rules (a3d.data.slices), re-exported here
-
-
-from a3d.data.slices import hu_to_input as normalize_hu  # noqa: E402  (clip [-1024, 2050] -> [0, 255] - 50)
-from a3d.data.slices import interpolation_plan, neighbour_positions  # noqa: E402
+# resampling along z (the model's own context slices use a3d.data.slices.interpolation_plan)
 
 
 def resample_z(volume: np.ndarray, spacing_z: float, target: float = 2.0) -> np.ndarray:
