@@ -166,3 +166,8 @@ def _check_device(device: str) -> None:
 def _progress(done: int, total: int) -> None:
     if sys.stderr.isatty():
         print(f"\rkey slices {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    else:  # logs: about every 10 %
+        decile = done * 10 // total
+        if decile != getattr(_progress, "last", -1) or done == total:
+            _progress.last = -1 if done == total else decile
+            log.info("key slices %d/%d", done, total)
