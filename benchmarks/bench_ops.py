@@ -9,6 +9,11 @@ Not a test. Measures, interleaving the candidates within every repetition and ta
    requires grad, the same upstream gradient for both: clone's backward is then one copy of it
    into x.grad), and the paper's einsum for reference.
 
+Clock: by default one thread and the process's CPU time (``time.process_time``). This machine's
+2 cores are shared with other jobs; with 2 OpenMP threads, wall times swing 2-5x from one
+repetition to the next (a descheduled thread stalls every parallel region), which drowns the
+ratios. ``--threads 2 --clock wall`` measures the other way.
+
 Writes benchmarks/results/ops.md (``--out``). ``--quick`` runs a tiny smoke version.
 
     python benchmarks/bench_ops.py            # ~10 minutes on 2 CPU cores
@@ -42,6 +47,12 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _ncpu() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
 def _interleaved(cands: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]:
     """cands: name -> callable returning (fwd_s, bwd_s). Repetitions interleave the candidates."""
     times = {k: [] for k in cands}
@@ -53,13 +64,16 @@ def _interleaved(cands: dict, reps: int, warmup: int = 1) -> dict[str, list[floa
     return times
 
 
+CLOCK = time.process_time
+
+
 def _fb(module_or_fn, x, g, params=()):
     def run():
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         y = module_or_fn(x)
-        t1 = time.perf_counter()
+        t1 = CLOCK()
         y.backward(g)
-        t2 = time.perf_counter()
+        t2 = CLOCK()
         x.grad = None
         for p in params:
             p.grad = None
@@ -100,11 +114,11 @@ def bench_backbone(slices, size, reps):
 
         def cand(m):
             def run():
-                t0 = time.perf_counter()
+                t0 = CLOCK()
                 y = m(x)
-                t1 = time.perf_counter()
+                t1 = CLOCK()
                 y.backward(g)
-                t2 = time.perf_counter()
+                t2 = CLOCK()
                 m.zero_grad(set_to_none=True)
                 return t1 - t0, t2 - t1
 
@@ -147,10 +161,11 @@ def report(layer_rows, bb_rows, fusion_rows, args, elapsed) -> str:
     out = [
         "# Operator benchmark (benchmarks/bench_ops.py)",
         "",
-        f"- date: {now}; machine: {_cpu_name()}, {torch.get_num_threads()} threads; "
-        f"torch {torch.__version__}; run took {elapsed / 60:.1f} min",
+        f"- date: {now}; machine: {_cpu_name()} ({_ncpu()} cores, shared with other jobs); "
+        f"torch {torch.__version__}; {torch.get_num_threads()} thread(s), clock: {args.clock} "
+        f"({'process CPU time' if args.clock == 'cpu' else 'wall time'}); run took {elapsed / 60:.1f} min",
         "- times are medians of interleaved repetitions (forward + backward, batch 2 for layers); ratios are "
-        "to `none` measured in the same run. Other processes shared the machine: expect +-10% noise.",
+        "to `none` measured in the same run.",
         "",
         "## Operators on dense-layer shapes (forward + backward, ratio to none)",
         "",
@@ -179,9 +194,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/results/ops.md")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--size", type=int, default=256, help="backbone input size")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="process CPU time or wall time")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     if args.quick:
         shapes = [("conv1", 128, 128, 1, 16), ("conv2", 128, 32, 3, 16)]
@@ -192,7 +212,7 @@ def main(argv=None) -> int:
         shapes = [("conv1", 128, 128, 1, 128), ("conv2", 128, 32, 3, 128), ("conv1", 512, 128, 1, 64),
                   ("conv2", 128, 32, 3, 64), ("conv1", 1024, 128, 1, 32), ("conv2", 128, 32, 3, 32)]
         fshapes = [(128, 128), (128, 64), (512, 64), (1024, 32)]
-        reps, breps = args.reps, max(3, args.reps - 2)
+        reps, breps = args.reps, max(3, args.reps - 1)
     layer_rows = bench_layers(shapes, (3, 7), reps)
     fusion_rows = bench_fusion(fshapes, (3, 7), 3 * reps)
     bb_rows = bench_backbone((3, 7), args.size, breps)

@@ -29,7 +29,7 @@ class _Fuse(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         b, c, d = x.shape[:3]
         xm = x.reshape(b * c, d, -1)  # a view for a contiguous x
-        pt = p.permute(2, 1, 0).unsqueeze(0).expand(b, c, d, d).reshape(b * c, d, d)  # tiny copy
+        pt = p.permute(2, 1, 0).unsqueeze(0).expand(b, c, d, d).contiguous().view(b * c, d, d)  # tiny copy
         ctx.save_for_backward(xm, pt)
         ctx.bcd = (b, c, d)
         return torch.bmm(pt, xm).view(x.shape)
