@@ -162,3 +162,19 @@ def test_cli_train_and_resume(synth_root, tmp_path, capsys):
     # resume a finished run from its stored config: nothing left to do, same checkpoint
     assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
     assert load_checkpoint(out / "last.pt")["iteration"] == 2
+
+
+def test_grid_one_pair(synth_root, tmp_path):
+    from a3d.engine.grid import run_grid
+
+    over = [*small_overrides(synth_root), "train.max_iters=1"]
+    res = run_grid(["none_x3", "a3d_x3"], tmp_path / "grid", "tiny", over, split="val", progress=False,
+                   log=lambda s: None)
+    assert [r.name for r in res["runs"]] == ["none_x3", "a3d_x3"]
+    md = res["report"]["markdown"].read_text()
+    assert "A3D" in md and "No Fusion" in md
+    for r in res["runs"]:
+        assert (r.run_dir / "metrics.json").is_file()
+    # a second call reuses the finished runs
+    again = run_grid(["none_x3"], tmp_path / "grid", "tiny", over, split="val", progress=False, log=lambda s: None)
+    assert again["runs"][0].iterations == 1

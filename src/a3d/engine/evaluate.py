@@ -58,6 +58,10 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
     model = getattr(model, "module", model)
     was_training = model.training
     model.eval()
+    heads = getattr(model, "roi_heads", None)
+    had_masks = getattr(heads, "infer_masks", None)
+    if had_masks is not None:
+        heads.infer_masks = keep_masks
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
@@ -88,6 +92,8 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
             out.append(ImagePredictions(image_id=t["image_id"], boxes=boxes, scores=scores, masks=masks))
             i += 1
     model.train(was_training)
+    if had_masks is not None:
+        heads.infer_masks = had_masks
     return out
 
 

@@ -387,7 +387,7 @@ def _train(cfg, out_dir, resume, info, progress, time_budget_s, train_dataset, v
             bar.close()
         if writer is not None:
             writer.close()
-    if main and not best_path.exists() and last_path.exists():
+    if main and not best_path.exists() and "ckpt" in state:
         # no validation ran: best = last
         save_checkpoint(best_path, state["ckpt"])
     return TrainResult(

@@ -83,6 +83,7 @@ class DiceRoIHeads(RoIHeads):
     def __init__(self, *args, dice_smooth: float = 0.01, **kwargs):
         super().__init__(*args, **kwargs)
         self.dice_smooth = dice_smooth
+        self.infer_masks = True  # at test time, skip the mask branch when False (boxes only: faster)
 
     def forward(
         self,
@@ -112,7 +113,7 @@ class DiceRoIHeads(RoIHeads):
             )
             result = [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(boxes, det_labels, scores)]
 
-        if self.has_mask():
+        if self.has_mask() and (self.training or self.infer_masks):
             if self.training:
                 mask_proposals, pos_matched_idxs = [], []
                 for img_id in range(len(proposals)):
