@@ -85,6 +85,14 @@ class DiceRoIHeads(RoIHeads):
         self.dice_smooth = dice_smooth
         self.infer_masks = True  # at test time, skip the mask branch when False (boxes only: faster)
 
+    def check_targets(self, targets: Optional[list[dict[str, Tensor]]]) -> None:
+        # torchvision's requires "masks" whenever there is a mask branch; here they are optional
+        if targets is None:
+            raise ValueError("targets are needed in training mode")
+        for key in ("boxes", "labels"):
+            if not all(key in t for t in targets):
+                raise ValueError(f"every target needs {key!r}")
+
     def forward(
         self,
         features: dict[str, Tensor],
@@ -200,7 +208,11 @@ class A3DDetector(nn.Module):
         features = OrderedDict([("0", feature)])
         key = images[:, :, images.shape[2] // 2]  # (B, 1, H, W): only its shape/device are used by the RPN
         image_list = ImageList(key, [(int(h), int(w))] * images.shape[0])
-        proposals, rpn_losses = self.rpn(image_list, features, targets)
+        # the RPN in float32 even under autocast: torchvision decodes proposals in the deltas' dtype,
+        # and bfloat16 coordinates are off by pixels at a 512-pixel scale
+        with torch.autocast(device_type=feature.device.type, enabled=False):
+            rpn_features = OrderedDict([("0", feature.float())])
+            proposals, rpn_losses = self.rpn(image_list, rpn_features, targets)
         detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
