@@ -29,8 +29,11 @@ def one(op: str, depth: int, size: int, batch: int, iters: int) -> dict:
     from a3d.config import load_config
     from a3d.models import build_detector
 
+    from a3d.engine.train import set_cpu_threads
+
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
+    threads = set_cpu_threads(0, dev, lambda s: None)  # auto: 1 thread when the CPUs are busy
     cfg = load_config(f"{op}_x{depth}", ["model.pretrained=none", f"data.size={size}"])
     torch.manual_seed(0)
     model = build_detector(cfg.model).to(dev).train()
@@ -79,7 +82,7 @@ def one(op: str, depth: int, size: int, batch: int, iters: int) -> dict:
     return {"operator": op, "slices": depth, "size": size, "batch": batch, "samples_per_s": batch / train_s,
             "s_per_iter": train_s, "peak_mib": peak, "infer_ms": 1000 * infer_s,
             "device": torch.cuda.get_device_name(0) if cuda else "cpu", "amp": "bf16" if cuda else "fp32",
-            "torch": torch.__version__}
+            "torch": torch.__version__, "threads": threads}
 
 
 def main() -> int:
@@ -115,7 +118,7 @@ def main() -> int:
         "# Detector training / inference benchmark",
         "",
         f"Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine}; "
-        f"torch {rows[0]['torch']}; {rows[0]['amp']}; paper heads (fc 2048, 12000/2000 proposals), random init; "
+        f"torch {rows[0]['torch']}; {rows[0]['amp']}; {rows[0]['threads']} CPU thread(s); paper heads (fc 2048, 12000/2000 proposals), random init; "
         f"{size} x {size}, batch {batch}, {a.iters} timed iterations after 1 warm-up; "
         f"load average before/after {load0[0]:.1f}/{load1[0]:.1f}.",
         "",

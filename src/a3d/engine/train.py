@@ -189,6 +189,10 @@ def _train(cfg, out_dir, resume, info, progress, time_budget_s, train_dataset, v
     elif main and last_path.exists():
         raise A3DError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
 
+    if ckpt is None:
+        from a3d.models.detector import resolve_pretrained
+
+        resolve_pretrained(cfg.model.pretrained)  # a missing ImageNet file stops here, before any work
     set_cpu_threads(t.threads, device, log if main else (lambda s: None), info.world_size)
     seed_everything(t.seed + info.rank)
 
