@@ -8,6 +8,13 @@ Entry points for users:
 
 __version__ = "0.1.0"
 
-from a3d.converter import convert  # noqa: E402
-
 __all__ = ["convert", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import a3d.evaluation` (numpy only) and data-loader workers do not pay for torch.
+    if name == "convert":
+        from a3d.converter import convert
+
+        return convert
+    raise AttributeError(f"module 'a3d' has no attribute {name!r}")
