@@ -46,3 +46,16 @@ def tiny_checkpoint(synth_root, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny_run") / "run"
     train(cfg, run, progress=False, log=lambda s: None)
     return run / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def cpu_threads():
+    """Torch CPU threads by the trainer's heuristic (1 when the CPUs are already busy), restored after."""
+    import torch
+
+    from a3d.engine.train import set_cpu_threads
+
+    before = torch.get_num_threads()
+    set_cpu_threads(0, torch.device("cpu"), lambda s: None)
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
