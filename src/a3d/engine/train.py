@@ -297,6 +297,7 @@ def _train(cfg, out_dir, resume, info, progress, time_budget_s, train_dataset, v
 
     model.train()
     budget_checked = time_budget_s is None or start_it > 0
+    full_total, t_five = state["total"], time.time()
     t_loop = time.time()
     n_epochs = math.ceil(total / ipe)
     epoch = start_it // ipe
@@ -342,15 +343,21 @@ def _train(cfg, out_dir, resume, info, progress, time_budget_s, train_dataset, v
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{float(values[0]):.3f}", lr=f"{lr:.2e}", epoch=epoch + 1)
-                if not budget_checked and done - start_it >= 5:
-                    budget_checked = True
-                    per_it = (time.time() - t_loop) / (done - start_it)
+                if not budget_checked and done - start_it in (5, 25):
+                    # estimate the speed after 5 iterations, then again over iterations 5-25 (steady state)
+                    if done - start_it == 5:
+                        per_it = (time.time() - t_loop) / 5
+                        t_five = time.time()
+                    else:
+                        budget_checked = True
+                        per_it = (time.time() - t_five) / 20
                     remaining = time_budget_s - (time.time() - t_start)
                     cap = done + max(0, int(remaining * 0.97 / per_it) - _val_reserve(per_it, val_dataset, t, ipe))
-                    cap = D.broadcast_object(cap, info)
-                    if cap < state["total"]:
+                    cap = D.broadcast_object(min(cap, full_total), info)
+                    new_steps = step_iters(max(done, cap))
+                    if cap != state["total"] and all(s_ > done for s_ in new_steps if s_ > 0):
                         state["total"] = max(done, cap)
-                        schedule.step_iters = step_iters(state["total"])
+                        schedule.step_iters = new_steps
                         if bar is not None:
                             bar.total = state["total"]
                             bar.refresh()
