@@ -17,7 +17,11 @@ _COMMANDS = ("cost", "data", "train", "eval", "report", "grid", "demo", "predict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="a3d", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="a3d",
+        description="Universal lesion detection in CT with 3D context fusion (A3D and six other operators).",
+        epilog="Run `a3d COMMAND --help` for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
