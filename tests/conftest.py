@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Training fixtures (tiny_checkpoint, cpu_threads) live in their own module.
+pytest_plugins = ["fixtures_train"]
+
 SYNTH_PATIENTS = 8
 SYNTH_SIZE = 128
 SYNTH_SEED = 0

@@ -9,7 +9,7 @@ import torch
 from a3d.config import OPERATORS, load_config
 from a3d.errors import A3DError
 from a3d.models import build_detector
-from fixtures_train import cpu_threads, small_config  # noqa: F401  (fixture)
+from fixtures_train import small_config
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")
 

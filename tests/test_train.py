@@ -11,7 +11,7 @@ import torch
 from a3d.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from a3d.engine.train import TrainingDiverged, WarmupStepSchedule, train
 from a3d.errors import A3DError
-from fixtures_train import cpu_threads, small_config, small_overrides, tiny_checkpoint  # noqa: F401  (fixtures)
+from fixtures_train import small_config, small_overrides
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")
 

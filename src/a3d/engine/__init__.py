@@ -1,0 +1,1 @@
+"""Where models meet data: training, evaluation over a split, the demo, the grid and prediction on scans."""
