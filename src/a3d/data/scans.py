@@ -322,8 +322,8 @@ def _check_nifti_complete(path: Path, img) -> None:
             raise A3DError(f"{path}: truncated NIfTI file ({total} bytes of image data, expected {int(vox_offset + nbytes)})")
 
 
-def _nifti_raw(path: Path):
-    """(vox_offset, voxel data bytes) from a NIfTI-1 header, or None."""
+def _nifti1_header(path: Path):
+    """(raw 348-byte NIfTI-1 header, struct byte-order prefix), or None (unreadable, NIfTI-2, other)."""
     import gzip
     import struct
 
@@ -337,35 +337,38 @@ def _nifti_raw(path: Path):
         return None
     for end in ("<", ">"):
         if struct.unpack(end + "i", raw[:4])[0] == 348:
-            dims = struct.unpack(end + "8h", raw[40:56])
-            bitpix = struct.unpack(end + "h", raw[72:74])[0]
-            vox_offset = struct.unpack(end + "f", raw[108:112])[0]
-            n = 1
-            for d in dims[1 : 1 + max(0, min(dims[0], 7))]:
-                n *= max(int(d), 1)
-            return float(vox_offset), n * max(int(bitpix), 0) // 8
+            return raw, end
     return None
+
+
+def _nifti_raw(path: Path):
+    """(vox_offset, voxel data bytes) from a NIfTI-1 header, or None."""
+    import struct
+
+    found = _nifti1_header(path)
+    if found is None:
+        return None
+    raw, end = found
+    dims = struct.unpack(end + "8h", raw[40:56])
+    bitpix = struct.unpack(end + "h", raw[72:74])[0]
+    vox_offset = struct.unpack(end + "f", raw[108:112])[0]
+    n = 1
+    for d in dims[1 : 1 + max(0, min(dims[0], 7))]:
+        n *= max(int(d), 1)
+    return float(vox_offset), n * max(int(bitpix), 0) // 8
 
 
 def _nifti_header(path: Path):
     """(pixdim[1:4], qform_code, sform_code) from a NIfTI-1 header (ITK replaces zero pixdims by 1)."""
-    import gzip
     import struct
 
-    try:
-        opener = gzip.open if str(path).lower().endswith(".gz") else open
-        with opener(path, "rb") as f:
-            raw = f.read(348)
-    except (OSError, EOFError):
-        return None
-    if len(raw) < 348:
-        return None
-    for end in ("<", ">"):
-        if struct.unpack(end + "i", raw[:4])[0] == 348:
-            pixdim = struct.unpack(end + "8f", raw[76:108])[1:4]
-            qform, sform = struct.unpack(end + "hh", raw[252:256])
-            return pixdim, qform, sform
-    return None  # NIfTI-2 or unknown: trust ITK
+    found = _nifti1_header(path)
+    if found is None:
+        return None  # NIfTI-2 or unknown: trust ITK
+    raw, end = found
+    pixdim = struct.unpack(end + "8f", raw[76:108])[1:4]
+    qform, sform = struct.unpack(end + "hh", raw[252:256])
+    return pixdim, qform, sform
 
 
 # --------------------------------------------------------------------------------------------
