@@ -170,29 +170,29 @@ def test_eval_bad_inputs_exit_2(tmp_path, data_root, capsys):
     assert not (tmp_path / "o" / "metrics.json").exists() or True
 
 
-def test_eval_checkpoint_calls_predict_split(tmp_path, data_root, monkeypatch, capsys):
-    calls = {}
+def test_eval_checkpoint_end_to_end(tiny_checkpoint, synth_root, tmp_path, capsys):
+    """`a3d eval CHECKPOINT` runs the real model over the split; its predictions file holds exactly what
+    predict_split returns, every image of the split is scored, and the run is labelled from the config."""
+    from a3d.data import read_dl_info
+    from a3d.engine.evaluate import load_model, predict_split
+    from a3d.evaluation import load_predictions
 
-    def predict_split(checkpoint, data_root_, split, batch_size=2, device="auto"):
-        calls.update(checkpoint=checkpoint, root=data_root_, split=split, batch_size=batch_size, device=device)
-        return preds_test_split()[:1]  # the model returned nothing for image 2 -> empty
-
-    fake = types.ModuleType("a3d.engine.evaluate")
-    fake.predict_split = predict_split
-    monkeypatch.setitem(sys.modules, "a3d.engine.evaluate", fake)
-    ckpt = tmp_path / "runs" / "a3d_x3" / "last.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"not read by the fake")
     out = tmp_path / "out"
-    assert main(["eval", str(ckpt), "--data", str(data_root), "--split", "test", "--out", str(out), "--batch-size", "3",
+    assert main(["eval", str(tiny_checkpoint), "--data", str(synth_root), "--split", "val", "--out", str(out),
                  "--device", "cpu", "--bootstrap", "0"]) == 0
-    assert calls == {"checkpoint": str(ckpt), "root": str(data_root), "split": "test", "batch_size": 3, "device": "cpu"}
     for name in OUTPUTS:
         assert (out / name).exists(), name
     m = json.loads((out / "metrics.json").read_text())
-    assert m["run"]["name"] == "a3d_x3" and m["n_images"] == 2
+    _, cfg = load_model(tiny_checkpoint, "cpu")
+    assert m["run"]["operator"] == cfg.model.operator and m["run"]["slices"] == cfg.model.slices
+    val_images = {r.image_id for r in read_dl_info(synth_root / "DL_info.csv") if r.split == 2 and not r.noisy}
+    assert m["n_images"] == len(val_images)
+    written = {p.image_id: p for p in load_predictions(out / "predictions.json")}
+    assert set(written) == val_images
+    for p in predict_split(tiny_checkpoint, synth_root, "val", device="cpu"):
+        np.testing.assert_allclose(written[p.image_id].boxes.reshape(-1, 4), p.boxes.reshape(-1, 4), atol=1e-3)
     capsys.readouterr()
-    assert main(["eval", str(tmp_path / "missing.pt"), "--data", str(data_root), "--out", str(out)]) == 2
+    assert main(["eval", str(tmp_path / "missing.pt"), "--data", str(synth_root), "--out", str(out)]) == 2
     _one_line_error(capsys, "missing.pt", "not found")
 
 

@@ -100,13 +100,14 @@ def read_records(csv_path: Path):
 
 
 def _predict(args, data_root: Path):
-    try:
-        from a3d.engine.evaluate import predict_split
-    except ImportError as e:
-        raise A3DError(f"{args.checkpoint}: model evaluation is unavailable (a3d.engine.evaluate.predict_split: {e})") from None
+    """(predictions, the checkpoint's config) for the model in args.checkpoint over the split."""
+    from a3d.engine.evaluate import load_model, predict_split
+
     if not Path(args.checkpoint).is_file():
         raise A3DError(f"{args.checkpoint}: checkpoint file not found")
-    return predict_split(args.checkpoint, str(data_root), args.split, batch_size=args.batch_size, device=args.device)
+    model, cfg = load_model(args.checkpoint, "cpu")
+    preds = predict_split((model, cfg), str(data_root), args.split, batch_size=args.batch_size, device=args.device)
+    return list(preds), cfg
 
 
 def run(args) -> int:
@@ -135,9 +136,12 @@ def run(args) -> int:
         missing = "empty" if (args.missing_as_empty or Path(args.predictions).suffix.lower() == ".csv") else "error"
     else:
         data_root = csv.parent
-        preds = list(_predict(args, data_root))
+        preds, cfg = _predict(args, data_root)
         source = f"{args.checkpoint} predictions"
         missing = "empty"  # images the model returned nothing for
+        # The checkpoint knows its operator and slice count: the report's rows need them.
+        args.operator = args.operator or cfg.model.operator
+        args.slices = args.slices or cfg.model.slices
     run_meta = {k: v for k, v in (("name", args.name), ("operator", args.operator), ("slices", args.slices)) if v is not None}
     if args.checkpoint and "name" not in run_meta:
         run_meta["name"] = Path(args.checkpoint).parent.name or Path(args.checkpoint).stem
