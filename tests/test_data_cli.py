@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pytest
 
 from a3d.cli import main
 from a3d.data import read_dl_info

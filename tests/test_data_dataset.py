@@ -58,7 +58,7 @@ def test_masks_off_and_absent(synth_root):
 def test_resize_scales_everything(synth_root):
     full = DeepLesionDataset(synth_root, "all", slices=3, mask_dir="masks_true")
     small = DeepLesionDataset(synth_root, "all", slices=3, size=64, mask_dir="masks_true")
-    (img, t), (img2, t2) = full[1], small[1]
+    (_, t), (img2, t2) = full[1], small[1]
     assert img2.shape == (1, 3, 64, 64) and t2["masks"].shape[1:] == (64, 64)
     np.testing.assert_allclose(t2["boxes"].numpy(), (t["boxes"].numpy() + 0.5) / 2 - 0.5, atol=1e-5)
     np.testing.assert_allclose(t2["recist"].numpy(), (t["recist"].numpy() + 0.5) / 2 - 0.5, atol=1e-5)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -45,31 +43,13 @@ ROWS = [
 
 
 @pytest.fixture
-def data_root(tmp_path, monkeypatch):
+def data_root(tmp_path):
     root = tmp_path / "DeepLesion"
     root.mkdir()
     with open(root / "DL_info.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(HEADER)
         w.writerows(ROWS)
-    try:
-        from a3d.data import read_dl_info  # noqa: F401
-    except ImportError:  # data package not there: a minimal reader of the 18 columns
-        import a3d.cli.eval as cli_eval
-
-        def read(path):
-            out = []
-            with open(path, newline="") as f:
-                for line, r in enumerate(csv.DictReader(f), start=2):
-                    num = lambda k: np.array([float(v) for v in r[k].split(",")], np.float32)  # noqa: E731
-                    out.append(types.SimpleNamespace(
-                        line=line, file_name=r["File_name"], image_id=r["File_name"][:-4], box=num("Bounding_boxes") - 1,
-                        diameters_px=num("Lesion_diameters_Pixel_"), spacing=num("Spacing_mm_px_"),
-                        lesion_type=int(r["Coarse_lesion_type"]), noisy=r["Possibly_noisy"] == "1",
-                        split=int(r["Train_Val_Test"])))
-            return out
-
-        monkeypatch.setattr(cli_eval, "read_records", read)
     return root
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from a3d.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from a3d.engine.checkpoint import FORMAT, load_checkpoint
 from a3d.engine.train import TrainingDiverged, WarmupStepSchedule, train
 from a3d.errors import A3DError
 from fixtures_train import small_config, small_overrides

@@ -91,11 +91,9 @@ def _dl_info_path(data: str) -> Path:
 
 
 def read_records(csv_path: Path):
-    """DeepLesion lesion records via ``a3d.data.read_dl_info`` (imported here: data is optional for scoring)."""
-    try:
-        from a3d.data import read_dl_info
-    except ImportError as e:
-        raise A3DError(f"{csv_path}: cannot read DL_info.csv, a3d.data.read_dl_info is unavailable ({e})") from None
+    """DeepLesion lesion records (``a3d.data.read_dl_info``, imported here to keep `a3d --help` fast)."""
+    from a3d.data import read_dl_info
+
     return read_dl_info(csv_path)
 
 
