@@ -210,36 +210,22 @@ class ContextBuilder:
 
 
 def _forward_fn(model) -> Callable:
-    """How to pass the per-sample slice thickness (AlignShift) to this model."""
+    """How to pass the per-sample slice thickness (AlignShift) to this model: as an argument when its
+    forward takes one (the a3d detector), else stored on its AlignShift layers."""
+    from a3d.ops import set_thickness
+
     try:
         params = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         params = {}
     if "thickness" in params:
         return lambda images, thickness: model(images, thickness=thickness)
-    if "targets" in params:
-        # torchvision style: thickness travels in the per-image target dicts
-        def call(images, thickness):
-            try:
-                from a3d.ops import set_thickness
 
-                set_thickness(model, thickness)
-            except ImportError:
-                pass
-            return model(images)
-
-        return call
-
-    def plain(images, thickness):
-        try:
-            from a3d.ops import set_thickness
-
-            set_thickness(model, thickness)
-        except ImportError:
-            pass
+    def call(images, thickness):
+        set_thickness(model, thickness)
         return model(images)
 
-    return plain
+    return call
 
 
 def run_model(model, images: np.ndarray, thickness: float, device: str = "cpu", amp: bool = False) -> list[dict]:
