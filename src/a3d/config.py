@@ -33,7 +33,7 @@ OPERATORS = ("none", "i3d", "p3d", "acs", "tsm", "alignshift", "a3d")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Backbone + Mask R-CNN heads (spec sections 3 and 4)."""
 
@@ -79,7 +79,7 @@ class ModelConfig:
     mask_threshold: float = 0.5
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     root: str = "data/DeepLesion"
     size: int = 512  # images are resized to size x size
@@ -87,6 +87,9 @@ class DataConfig:
     mask_dir: str = "masks"  # "masks": GrabCut weak masks (a3d data masks); synthetic data: "masks_true"
     train_split: str = "train"
     val_split: str = "val"
+    # context slices are resampled this far apart along z (mm; the paper's 2 mm), in training,
+    # evaluation and prediction alike
+    context_spacing_mm: float = 2.0
     # augmentation (training only)
     flip: bool = True  # random horizontal flip
     augment: bool = True  # shift / scale / rotate
@@ -97,7 +100,7 @@ class DataConfig:
     workers: int = 4  # data-loader worker processes per training process
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 1  # images per process (per GPU)
@@ -122,7 +125,7 @@ class TrainConfig:
     log_every: int = 20  # iterations between TensorBoard scalars
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     name: str = "custom"
     description: str = ""
