@@ -95,26 +95,26 @@ def write_png_hu(path: str | os.PathLike, hu: np.ndarray) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def neighbour_positions(key: int, slice_interval: float, depth: int) -> np.ndarray:
-    """Wanted positions (slice units) of the ``depth`` output slices, 2 mm apart, centred on ``key``."""
+def neighbour_positions(key: int, slice_interval: float, depth: int, spacing_mm: float = 2.0) -> np.ndarray:
+    """Wanted positions (slice units) of the ``depth`` output slices, ``spacing_mm`` apart, centred on ``key``."""
     if depth < 1 or depth % 2 == 0:
         raise A3DError(f"slices must be an odd number >= 1, got {depth}")
     if not slice_interval > 0:
         raise A3DError(f"slice interval must be positive, got {slice_interval}")
     half = (depth - 1) // 2
-    step = 2.0 / float(slice_interval)
+    step = float(spacing_mm) / float(slice_interval)
     return np.array([round(key + j * step, 6) for j in range(-half, half + 1)], dtype=np.float64)
 
 
-def interpolation_plan(key: int, slice_interval: float, depth: int, first: int, last: int
-                       ) -> list[tuple[int, int, float]]:
+def interpolation_plan(key: int, slice_interval: float, depth: int, first: int, last: int,
+                       spacing_mm: float = 2.0) -> list[tuple[int, int, float]]:
     """Per output offset: (lower slice, upper slice, weight of the upper slice).
 
     Positions are clamped to [first, last]; the output slice is ``(1 - w) * lower + w * upper``.
     Each offset has its own weight (the authors' code reused the first offset's weights).
     """
     plan = []
-    for p in neighbour_positions(key, slice_interval, depth):
+    for p in neighbour_positions(key, slice_interval, depth, spacing_mm):
         p = min(max(p, float(first)), float(last))
         lo = int(math.floor(p))
         w = p - lo
@@ -163,8 +163,8 @@ _warned: set[str] = set()
 
 
 def load_stack(source, series_dir: str, key: int, slice_interval: float, depth: int,
-               slice_range: Sequence[int]) -> np.ndarray:
-    """(depth, H, W) float32 HU stack around ``key`` (2-mm normalised, linearly interpolated).
+               slice_range: Sequence[int], spacing_mm: float = 2.0) -> np.ndarray:
+    """(depth, H, W) float32 HU stack around ``key`` (``spacing_mm`` apart, linearly interpolated).
 
     ``source`` has ``stored(series_dir) -> set of slice numbers``, ``read(series_dir, n) -> int16 HU``
     and ``describe(series_dir, n) -> str`` (file name for messages).
@@ -175,7 +175,7 @@ def load_stack(source, series_dir: str, key: int, slice_interval: float, depth: 
     first, last = int(slice_range[0]), int(slice_range[1])
     present = [s for s in stored if first <= s <= last]
     first, last = max(first, min(present)), min(last, max(present))
-    plan = interpolation_plan(key, slice_interval, depth, first, last)
+    plan = interpolation_plan(key, slice_interval, depth, first, last, spacing_mm)
     cache: dict[int, np.ndarray] = {}
 
     def get(n: int) -> np.ndarray:
