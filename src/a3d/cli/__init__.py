@@ -13,7 +13,7 @@ import sys
 from a3d.errors import A3DError
 
 # (module under a3d.cli, what it adds): each module defines add_parser(subparsers).
-_COMMANDS = ("cost", "data", "train", "eval", "report", "grid", "demo", "predict")
+_COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
