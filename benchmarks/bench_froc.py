@@ -1,25 +1,45 @@
-"""Benchmark: vectorised DeepLesion FROC against a per-prediction loop, plus the bootstrap CI.
+"""Benchmark: vectorised DeepLesion FROC against a per-prediction loop, plus the bootstrap CI;
+``--case volume``: the LUNA16 volume-level FROC (``a3d eval3d``) against the official script's loop.
 
     python benchmarks/bench_froc.py [--images 5000] [--per-image 50] [--bootstrap 1000] [--out benchmarks/results/froc.md]
+    python benchmarks/bench_froc.py --case volume [--scans 888] [--per-scan 100] [--bootstrap 1000]
+                                    [--out benchmarks/results/froc3d.md]
 
 Synthetic detections shaped like DeepLesion's test split (~1.02 lesions per key slice, at most 50
 detections per image, the best of them near a lesion). The loop is the authors' style of algorithm
 (one prediction at a time, IoU against its image's boxes, a hit flag per box); both must agree.
+The volume case is shaped like LUNA16 (888 scans, ~1.34 nodules of 3-30 mm per scan, 100
+candidates per scan, some near the nodules); its loop is the official script's algorithm (per
+scan, per nodule, per candidate, then one curve point per distinct probability).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from a3d.evaluation import ImagePredictions, bootstrap_ci, evaluate_predictions, froc, sensitivity_at
+from a3d.evaluation import (
+    LUNA16_FPS,
+    Candidates,
+    Findings,
+    ImagePredictions,
+    bootstrap_ci,
+    evaluate_predictions,
+    froc,
+    froc3d,
+    froc3d_ci,
+    read_candidates,
+    sensitivity_at,
+)
 from a3d.evaluation.groundtruth import GroundTruth, ImageGroundTruth
 from a3d.io import write_text_atomic
 
@@ -69,6 +89,100 @@ def loop_froc(pbs, pss, gts, fps, th=0.5):
     return sensitivity_at(np.array(fp) / len(gts), np.array(tp) / n_gt, fps)
 
 
+def make_volume_case(n_scans: int, per_scan: int, seed: int = 0):
+    """(scans, nodule rows, candidate rows): rows are (seriesuid, x, y, z, diameter or probability)."""
+    rng = np.random.default_rng(seed)
+    scans = [f"1.3.6.1.4.1.14519.5.2.1.6279.6001.{i:012d}" for i in range(n_scans)]
+    nodules, cands = [], []
+    for s in scans:
+        mine = [(s, *map(float, rng.uniform(-150, 150, 3)), float(rng.uniform(3, 30))) for _ in range(rng.poisson(1.34))]
+        nodules += mine
+        for k in range(per_scan):
+            if mine and k < 3 * len(mine):
+                n = mine[k % len(mine)]
+                xyz = np.array(n[1:4]) + rng.normal(0, n[4] / 4, 3)
+                cands.append((s, *map(float, xyz), float(rng.uniform(0.3, 1.0))))
+            else:
+                cands.append((s, *map(float, rng.uniform(-150, 150, 3)), float(rng.uniform(0.0, 0.9))))
+    return scans, nodules, cands
+
+
+def loop_froc3d(scans, nodules, cands, fps):
+    """The official script's algorithm in plain Python (no excluded findings, no cap)."""
+    gt, prob = [], []
+    for s in scans:
+        mine = [c for c in cands if c[0] == s]
+        left = set(range(len(mine)))
+        for n in (n for n in nodules if n[0] == s):
+            r2 = (n[4] / 2.0) ** 2
+            hits = [k for k, c in enumerate(mine) if (n[1] - c[1]) ** 2 + (n[2] - c[2]) ** 2 + (n[3] - c[3]) ** 2 < r2]
+            left -= set(hits)
+            if hits:
+                gt.append(1)
+                prob.append(max(mine[k][4] for k in hits))
+        gt += [0] * len(left)
+        prob += [mine[k][4] for k in left]
+    xs, ys, tp, fp = [0.0], [0.0], 0, 0
+    order = sorted(range(len(prob)), key=lambda i: -prob[i])
+    for j, i in enumerate(order):
+        tp, fp = tp + gt[i], fp + 1 - gt[i]
+        if j + 1 == len(order) or prob[order[j + 1]] != prob[i]:  # one point per distinct probability
+            xs.append(fp / len(scans))
+            ys.append(tp / len(nodules))
+    return np.interp(fps, xs, ys)
+
+
+def main_volume(args) -> int:
+    scans, nodules, cands = make_volume_case(args.scans, args.per_scan)
+    ann = Findings([n[0] for n in nodules], [n[1:4] for n in nodules], [n[4] for n in nodules])
+    cand = Candidates([c[0] for c in cands], [c[1:4] for c in cands], [c[4] for c in cands])
+    t_vec, r = best_of(lambda: froc3d(ann, cand, scans, max_per_scan=None), 3)
+    t_loop, s_loop = best_of(lambda: loop_froc3d(scans, nodules, cands, LUNA16_FPS), 1)
+    assert np.allclose(r.sensitivity, s_loop), (r.sensitivity, s_loop)
+    t_boot, ci = best_of(lambda: froc3d_ci(r, args.bootstrap, seed=0), 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidates.csv"
+        path.write_text("seriesuid,coordX,coordY,coordZ,probability\n" + "".join(f"{c[0]},{c[1]!r},{c[2]!r},{c[3]!r},{c[4]!r}\n" for c in cands))
+        t_read, _ = best_of(lambda: read_candidates(path), 1)
+    lines = _header("LUNA16 volume-level FROC benchmark", [
+        f"- case: {args.scans} scans, {len(nodules)} nodules, {len(cands)} candidates (synthetic, seed 0)",
+        f"- command: `python benchmarks/bench_froc.py --case volume --scans {args.scans} --per-scan {args.per_scan} "
+        f"--bootstrap {args.bootstrap}`",
+    ]) + [
+        "| what | time (s) |",
+        "|---|---|",
+        f"| `froc3d` (best of 3) | {t_vec:.3f} |",
+        f"| the official script's loop in plain Python (1 run) | {t_loop:.3f} |",
+        f"| speed-up | {t_loop / t_vec:.1f}x |",
+        f"| `froc3d_ci`, {args.bootstrap} resamples of the scans | {t_boot:.3f} |",
+        f"| `read_candidates`, {len(cands)} rows | {t_read:.3f} |",
+        "",
+        "Sensitivities (%) at " + ", ".join(f"{f:g}" for f in LUNA16_FPS) + ": "
+        + ", ".join(f"{100 * s:.2f}" for s in r.sensitivity)
+        + f"; CPM {100 * r.cpm:.2f} (95% CI {100 * ci['cpm'][0]:.2f}-{100 * ci['cpm'][1]:.2f}). The loop gives the same numbers.",
+        "",
+    ]
+    text = "\n".join(lines)
+    write_text_atomic(args.out or Path(__file__).parent / "results" / "froc3d.md", text)
+    print(text)
+    return 0
+
+
+def _header(title: str, case_lines: list[str]) -> list[str]:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return [
+        f"# {title}",
+        "",
+        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {cpu_model()}, {cores} cores usable; Python {platform.python_version()}, numpy {np.__version__}",
+        *case_lines,
+        "",
+    ]
+
+
 def best_of(fn, repeat):
     times = []
     for _ in range(repeat):
@@ -90,11 +204,18 @@ def cpu_model() -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=("image", "volume"), default="image",
+                    help="image: the DeepLesion FROC (default); volume: the LUNA16 FROC of a3d eval3d")
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--per-image", type=int, default=50)
+    ap.add_argument("--scans", type=int, default=888, help="volume case: scans (LUNA16: 888)")
+    ap.add_argument("--per-scan", type=int, default=100, help="volume case: candidates per scan")
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "froc.md"))
+    ap.add_argument("--out", help="results file (default benchmarks/results/froc.md, or froc3d.md for --case volume)")
     args = ap.parse_args(argv)
+    if args.case == "volume":
+        return main_volume(args)
+    args.out = args.out or str(Path(__file__).parent / "results" / "froc.md")
     fps = (0.5, 1, 2, 4, 8, 16)
     pbs, pss, gts = make_case(args.images, args.per_image)
     t_vec, r = best_of(lambda: froc(pbs, pss, gts, fps), 3)
@@ -111,20 +232,10 @@ def main(argv=None) -> int:
     ])
     preds = [ImagePredictions(f"img{i}", b, s) for i, (b, s) in enumerate(zip(pbs, pss))]
     t_eval, _ = best_of(lambda: evaluate_predictions(preds, gt, n_bootstrap=args.bootstrap), 1)
-    try:
-        import os
-
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    lines = [
-        "# FROC benchmark",
-        "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {cpu_model()}, {cores} cores usable; Python {platform.python_version()}, numpy {np.__version__}",
+    lines = _header("FROC benchmark", [
         f"- case: {args.images} images x {args.per_image} predictions = {n_pred} predictions, {r.n_lesions} lesions (synthetic, seed 0)",
         f"- command: `python benchmarks/bench_froc.py --images {args.images} --per-image {args.per_image} --bootstrap {args.bootstrap}`",
-        "",
+    ]) + [
         "| what | time (s) |",
         "|---|---|",
         f"| `froc` vectorised (best of 3) | {t_vec:.3f} |",
