@@ -98,14 +98,14 @@ def _values(a, n: int, what: str) -> np.ndarray:
     return a
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class FROC3DResult:
     """Sensitivities at ``fps`` FPs per scan, ``cpm`` (their mean), the curve and the counts.
 
     ``curve_*``: the points of step 7, origin first (threshold +inf). ``nodule_index``: the
     evaluated nodules (rows of the annotations), ``nodule_probability``: the probability each is
-    detected with (NaN: missed). The ``_scan``/``_score`` arrays and ``nodules_per_scan`` are what
-    the bootstrap resamples.
+    detected with (NaN: missed). ``hit_*``/``fp_*`` (scan index and score of each detected nodule
+    and each false positive) and ``nodules_per_scan`` are what the bootstrap resamples.
     """
 
     fps: np.ndarray
@@ -118,12 +118,12 @@ class FROC3DResult:
     nodule_index: np.ndarray
     nodule_probability: np.ndarray
     counts: dict
+    hit_scan: np.ndarray = field(repr=False)
+    hit_score: np.ndarray = field(repr=False)
+    fp_scan: np.ndarray = field(repr=False)
+    fp_score: np.ndarray = field(repr=False)
+    nodules_per_scan: np.ndarray = field(repr=False)
     warnings: list[str] = field(default_factory=list)
-    hit_scan: np.ndarray = field(default=None, repr=False)
-    hit_score: np.ndarray = field(default=None, repr=False)
-    fp_scan: np.ndarray = field(default=None, repr=False)
-    fp_score: np.ndarray = field(default=None, repr=False)
-    nodules_per_scan: np.ndarray = field(default=None, repr=False)
 
 
 def _scan_index(scans: Sequence[str]) -> dict[str, int]:
@@ -191,6 +191,27 @@ def _groups(scan: np.ndarray, n_scans: int) -> list[np.ndarray]:
     return [order[bounds[i] : bounds[i + 1]] for i in range(n_scans)]
 
 
+def _listed(f: Findings, scan: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row indices, scan, centres, squared radii) of the findings on listed scans."""
+    idx = np.nonzero(scan >= 0)[0]
+    return idx, scan[idx], f.centers[idx], f.radius_squared[idx]
+
+
+def _classify(cs, cx, cp, nod, exc, n_scans: int):
+    """Steps 3-6, scan by scan: (probability per nodule, NaN if missed; hits per nodule;
+    candidate hits a nodule; candidate hits an excluded finding)."""
+    (_, ns, nx, nr2), (_, es, ex, er2) = nod, exc
+    nod_prob = np.full(ns.size, np.nan)
+    n_matches = np.zeros(ns.size, dtype=np.int64)
+    hits_nodule = np.zeros(cs.size, dtype=bool)
+    hits_excluded = np.zeros(cs.size, dtype=bool)
+    for c, n, e in zip(_groups(cs, n_scans), _groups(ns, n_scans), _groups(es, n_scans)):
+        if c.size and (n.size or e.size):
+            nod_prob[n], n_matches[n], hits_nodule[c], hits_excluded[c] = _match_scan(
+                cx[c], cp[c], nx[n], nr2[n], ex[e], er2[e])
+    return nod_prob, n_matches, hits_nodule, hits_excluded
+
+
 def froc3d(
     annotations: Findings,
     candidates: Candidates,
@@ -209,32 +230,25 @@ def froc3d(
     n_scans = len(index)
     warnings: list[str] = []
     excluded = excluded or Findings((), np.zeros((0, 3)), np.zeros(0))
-    nod_scan = _locate(annotations.seriesuid, index, "nodule(s)", warnings)
-    exc_scan = _locate(excluded.seriesuid, index, "excluded finding(s)", None)
+    nod = _listed(annotations, _locate(annotations.seriesuid, index, "nodule(s)", warnings))
+    exc = _listed(excluded, _locate(excluded.seriesuid, index, "excluded finding(s)", None))
     cand_scan = _locate(candidates.seriesuid, index, "candidate(s)", warnings)
     listed = cand_scan >= 0
     keep = listed.copy()
     keep[listed] = cap_per_scan(cand_scan[listed], candidates.probability[listed], max_per_scan)
     cand_idx = np.nonzero(keep)[0]
     cs, cp, cx = cand_scan[cand_idx], candidates.probability[cand_idx], candidates.centers[cand_idx]
-    nod_idx = np.nonzero(nod_scan >= 0)[0]
-    ns, nx, nr2 = nod_scan[nod_idx], annotations.centers[nod_idx], annotations.radius_squared[nod_idx]
-    exc_idx = np.nonzero(exc_scan >= 0)[0]
-    es, ex, er2 = exc_scan[exc_idx], excluded.centers[exc_idx], excluded.radius_squared[exc_idx]
+    nod_prob, n_matches, hits_nodule, hits_excluded = _classify(cs, cx, cp, nod, exc, n_scans)
 
-    nod_prob = np.full(nod_idx.size, np.nan)
-    n_matches = np.zeros(nod_idx.size, dtype=np.int64)
-    hits_nodule = np.zeros(cand_idx.size, dtype=bool)
-    hits_excluded = np.zeros(cand_idx.size, dtype=bool)
-    for c, n, e in zip(_groups(cs, n_scans), _groups(ns, n_scans), _groups(es, n_scans)):
-        if c.size and (n.size or e.size):
-            nod_prob[n], n_matches[n], hits_nodule[c], hits_excluded[c] = _match_scan(
-                cx[c], cp[c], nx[n], nr2[n], ex[e], er2[e])
     is_fp = ~(hits_nodule | hits_excluded)
     detected = np.isfinite(nod_prob)
+    n_nodules = int(nod[0].size)
+    thresholds, tp, fp = froc_counts(nod_prob[detected], cp[is_fp])
+    curve_sensitivity = tp / n_nodules if n_nodules else np.full(tp.shape, np.nan)
+    sensitivity = operating_points(fp / n_scans, curve_sensitivity, fps)
     counts = {
         "n_scans": n_scans,
-        "n_nodules": int(nod_idx.size),
+        "n_nodules": n_nodules,
         "n_candidates": int(cand_idx.size),
         "n_candidates_dropped": int(listed.sum() - cand_idx.size),
         "n_detected": int(detected.sum()),
@@ -242,19 +256,14 @@ def froc3d(
         "n_ignored_excluded": int((hits_excluded & ~hits_nodule).sum()),
         "n_double_hits": int(np.maximum(n_matches - 1, 0).sum()),
     }
-    r = FROC3DResult(
-        fps=np.asarray(fps, dtype=np.float64), sensitivity=np.zeros(0), cpm=math.nan,
-        curve_fps=np.zeros(0), curve_sensitivity=np.zeros(0), curve_threshold=np.zeros(0),
-        scans=tuple(index), nodule_index=nod_idx, nodule_probability=nod_prob, counts=counts, warnings=warnings,
-        hit_scan=ns[detected], hit_score=nod_prob[detected], fp_scan=cs[is_fp], fp_score=cp[is_fp],
-        nodules_per_scan=np.bincount(ns, minlength=n_scans).astype(np.float64),
+    return FROC3DResult(
+        fps=np.asarray(fps, dtype=np.float64), sensitivity=sensitivity,
+        cpm=float(np.mean(sensitivity)) if sensitivity.size else math.nan,
+        curve_fps=fp / n_scans, curve_sensitivity=curve_sensitivity, curve_threshold=thresholds,
+        scans=tuple(index), nodule_index=nod[0], nodule_probability=nod_prob, counts=counts, warnings=warnings,
+        hit_scan=nod[1][detected], hit_score=nod_prob[detected], fp_scan=cs[is_fp], fp_score=cp[is_fp],
+        nodules_per_scan=np.bincount(nod[1], minlength=n_scans).astype(np.float64),
     )
-    r.curve_threshold, tp, fp = froc_counts(r.hit_score, r.fp_score)
-    r.curve_fps = fp / n_scans
-    r.curve_sensitivity = tp / nod_idx.size if nod_idx.size else np.full(tp.shape, np.nan)
-    r.sensitivity = operating_points(r.curve_fps, r.curve_sensitivity, r.fps)
-    r.cpm = float(np.mean(r.sensitivity)) if r.sensitivity.size else math.nan
-    return r
 
 
 def froc_counts(hit_score: np.ndarray, fp_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
