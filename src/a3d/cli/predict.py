@@ -77,7 +77,7 @@ def _parse_window(text: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
-    # a3d.predict imports torch: loaded when the command runs, so that `a3d --help` stays fast
+    # a3d.predict pulls in torchvision and the detector: imported when the command runs, not for `a3d --help`
     from a3d import predict as P
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
