@@ -73,17 +73,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "predict.md"))
     args = ap.parse_args(argv)
 
+    from a3d import predict as P
     from a3d.config import load_config, override_config
     from a3d.data.scans import read_scan
-    from a3d.engine import predict as P
-    from a3d.engine import predict_outputs as O
     from a3d.models.detector import build_detector
 
     if not Path(args.scan).is_file():
         print(f"scan not found: {args.scan}", file=sys.stderr)
         return 2
     cfg = override_config(load_config(args.config), ["model.pretrained=none"])
-    spec = P.model_spec(cfg)
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict."))
     try:
         # 1. pipeline without the network, whole volume
@@ -93,10 +91,10 @@ def main(argv=None) -> int:
         n = scan.shape[0]
         settings = P.PredictSettings(batch_size=args.batch_size, device="cpu")
         t0 = time.perf_counter()
-        res = P.predict_scan(scan, NullDetector(), spec, settings)
+        res = P.predict_scan(scan, NullDetector(), cfg, settings)
         t_pipe = time.perf_counter() - t0
         t0 = time.perf_counter()
-        O.write_outputs(res, tmp / "out", nifti_labels=True)
+        P.write_outputs(res, tmp / "out", P.OutputOptions(nifti_labels=True))
         t_write = time.perf_counter() - t0
 
         # 2. the network
@@ -106,15 +104,15 @@ def main(argv=None) -> int:
         k = min(k, n)
         mid = n // 2
         start = max(0, mid - k // 2)
-        P.predict_scan(scan, model, spec, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
-                                                            slices=(start, start + min(args.batch_size, k))))  # warm-up
+        P.predict_scan(scan, model, cfg, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
+                                                           slices=(start, start + min(args.batch_size, k))))  # warm-up
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         load_before = os.getloadavg()
         c0 = time.process_time()
         t0 = time.perf_counter()
-        P.predict_scan(scan, model, spec, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
-                                                                 slices=(start, start + k), score_threshold=0.05))
+        P.predict_scan(scan, model, cfg, P.PredictSettings(batch_size=args.batch_size, device=args.device, amp=args.amp,
+                                                           slices=(start, start + k), score_threshold=0.05))
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t_model_k = time.perf_counter() - t0
@@ -133,7 +131,8 @@ def main(argv=None) -> int:
         "",
         f"Machine: {machine()}.",
         f"Scan: {Path(args.scan).name}, {scan.shape[2]} x {scan.shape[1]} x {n} voxels, spacing {scan.spacing} mm, "
-        f"fitted to {spec.size} x {spec.size}, {spec.depth} context slices at 2 mm; random-init weights.",
+        f"fitted to {cfg.data.size} x {cfg.data.size}, {cfg.model.slices} context slices at "
+        f"{cfg.data.context_spacing_mm:g} mm; random-init weights.",
         "",
         "| part | seconds |",
         "| --- | ---: |",

@@ -51,7 +51,7 @@ def one(op: str, depth: int, size: int, batch: int, iters: int) -> dict:
 
     def step():
         with torch.autocast(**amp):
-            loss = sum(model(x, targets).values())
+            loss = sum(model(x, thickness=[2.0] * batch, targets=targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -33,8 +33,9 @@ def test_train_step_and_inference_every_operator(synth_root, batch, operator, sl
     model = build_detector(cfg.model)
     images, targets = batch[slices]
     assert images.shape[1:3] == (1, slices)
+    thickness = torch.stack([t["thickness"] for t in targets])
     model.train()
-    losses = model(images, targets)
+    losses = model(images, thickness=thickness, targets=targets)
     assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
@@ -42,7 +43,7 @@ def test_train_step_and_inference_every_operator(synth_root, batch, operator, sl
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     model.eval()
     with torch.no_grad():
-        dets = model(images, thickness=torch.stack([t["thickness"] for t in targets]))
+        dets = model(images, thickness=thickness)
     assert len(dets) == 2
     for d in dets:
         n = d["boxes"].shape[0]
@@ -60,7 +61,7 @@ def test_loss_falls_on_a_fixed_batch(synth_root, batch, operator):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     history = []
     for _ in range(8):
-        loss = sum(model(images, targets).values())
+        loss = sum(model(images, targets=targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -113,14 +114,41 @@ def test_input_checks_and_thickness(synth_root, batch):
     cfg = small_config(synth_root, "model.operator=alignshift")
     m = build_detector(cfg.model).eval()
     images, targets = batch[3]
-    with pytest.raises(A3DError, match="thickness"):
+    with pytest.raises(A3DError, match="alignshift operator needs each sample's slice thickness"):
         m(images)
     with pytest.raises(A3DError, match="slices"):
         m(batch[7][0], thickness=[2.0, 2.0])
     with pytest.raises(A3DError, match=r"\(B, 1, D, H, W\)"):
         m(images[:, 0])
+    with pytest.raises(A3DError, match="one per image"):
+        m(images, thickness=[2.0])
     with torch.no_grad():
         m(images, thickness=[1.0, 5.0])
+
+
+def test_thickness_is_the_forward_argument(synth_root, batch):
+    """The detector's ``thickness`` argument (second, before ``targets``) reaches every AlignShift layer
+    and changes the result; targets' ``thickness`` entries are not a way in. Fails if the detector stops
+    calling set_thickness on its backbone, or reads the thickness from the targets again."""
+    from a3d.ops import AlignShift
+
+    torch.manual_seed(0)
+    m = build_detector(small_config(synth_root, "model.operator=alignshift").model)
+    images, targets = batch[3]
+    layers = [mod for mod in m.backbone.modules() if isinstance(mod, AlignShift)]
+    assert layers
+    m.eval()
+    with torch.no_grad():
+        thin = m(images, torch.tensor([1.0, 5.0]))  # positional: thickness comes second
+        assert all(torch.equal(layer.thickness, torch.tensor([1.0, 5.0])) for layer in layers)
+        thick = m(images, thickness=[8.0, 8.0])
+        assert all(torch.equal(layer.thickness, torch.tensor([8.0, 8.0])) for layer in layers)
+    assert not torch.allclose(thin[0]["scores"][:5], thick[0]["scores"][:5])
+    m.train()
+    assert all("thickness" in t for t in targets)
+    with pytest.raises(A3DError, match="thickness="):
+        m(images, targets=targets)
+    assert torch.isfinite(sum(m(images, thickness=[1.0, 5.0], targets=targets).values()))
 
 
 def test_targets_without_masks_give_zero_mask_loss(synth_root, batch):
@@ -128,7 +156,7 @@ def test_targets_without_masks_give_zero_mask_loss(synth_root, batch):
     m = build_detector(cfg.model).train()
     images, targets = batch[3]
     targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
-    assert float(m(images, targets)["loss_mask"].detach()) == 0.0
+    assert float(m(images, targets=targets)["loss_mask"].detach()) == 0.0
 
 
 def test_pretrained_missing_is_a_clear_error(tmp_path):

@@ -12,13 +12,20 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from a3d import predict as P
 from a3d.cli import main
+from a3d.config import Config, DataConfig, ModelConfig
 from a3d.data import scans as S
-from a3d.engine import predict as P
-from a3d.engine import predict_outputs as O
+from a3d.predict import loading
 from test_predict_support import BlobDetector, phantom, plant_ellipsoids, make_image, shared_ct, synthetic_nifti, write_dicom_series
 
-SPEC = P.ModelSpec(depth=3, size=128)
+
+def model_cfg(slices: int, size: int, **data) -> Config:
+    """The parts of a training config prediction reads: context slices, input size, context spacing."""
+    return Config(name="blob-standin", model=ModelConfig(slices=slices), data=DataConfig(size=size, **data))
+
+
+CFG = model_cfg(3, 128)
 
 
 @pytest.fixture()
@@ -27,9 +34,9 @@ def standin(monkeypatch):
     model = BlobDetector()
 
     def fake(checkpoint, device="cpu"):
-        return model, SPEC, {"checkpoint": str(checkpoint), "name": "blob-standin"}
+        return model, CFG
 
-    monkeypatch.setattr(P, "load_predictor", fake)
+    monkeypatch.setattr(loading, "load_predictor", fake)
     return model
 
 
@@ -54,9 +61,9 @@ def tiny_checkpoint(tmp_path_factory):
 def test_nifti_lesions_found_on_right_slice_and_labels_land_on_planted_voxels(tmp_path):
     path, lesions, planted, img = synthetic_nifti(tmp_path / "s.nii.gz")
     scan = S.read_scan(path)
-    res = P.predict_scan(scan, BlobDetector(), SPEC, P.PredictSettings(batch_size=5))
+    res = P.predict_scan(scan, BlobDetector(), CFG, P.PredictSettings(batch_size=5))
     assert len(res.candidates) == 2
-    doc = O.write_outputs(res, tmp_path / "out", nifti_labels=True)
+    doc = P.write_outputs(res, tmp_path / "out", P.OutputOptions(nifti_labels=True))
     for (centre, radii), cand in zip(lesions, sorted(doc["candidates"], key=lambda c: -c["volume_mm3"])):
         np.testing.assert_allclose(cand["centroid_lps"], centre, atol=1.0)
         # key slice: the planted centre's slice in the file's own grid (RAS storage, k = z)
@@ -98,7 +105,7 @@ def test_dicom_oblique_free_anisotropic_pixels(tmp_path):
     write_dicom_series(tmp_path / "dcm", sitk.GetArrayFromImage(img), spacing=spacing, origin=origin, slope=2.0, intercept=-2048)
     scan = S.read_scan(tmp_path / "dcm")
     model = BlobDetector()
-    res = P.predict_scan(scan, model, SPEC, P.PredictSettings(batch_size=8))
+    res = P.predict_scan(scan, model, CFG, P.PredictSettings(batch_size=8))
     assert model.calls[0][0] == (8, 1, 3, 128, 128) and model.calls[0][1] == [1.25] * 8
     assert len(res.candidates) == 1
     info = res.candidates[0].info
@@ -116,7 +123,7 @@ def test_context_matches_dataset_rule():
     hu = np.stack([np.full((16, 16), v, np.float32) for v in np.arange(10) * 100.0 - 500])
     img = make_image(hu, (1, 1, 5.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     scan = S.Scan(hu=hu, image=img, original=img, source="x", kind="nifti", name="x")
-    b = P.ContextBuilder(scan, P.ModelSpec(depth=7, size=16))
+    b = P.ContextBuilder(scan, model_cfg(7, 16))
     x = b.build(4)  # positions 4 + j * 0.4
     want = hu_to_input(np.array([-500 + 100 * (4 + j * 0.4) for j in range(-3, 4)], np.float32))
     np.testing.assert_allclose(x[:, 8, 8], want, atol=1e-4)
@@ -190,9 +197,9 @@ def test_cli_nifti_outputs(tmp_path, standin, capsys):
     for c in doc["candidates"]:
         assert (out / c["overlay"]).is_file()
     rows = list(csv.DictReader(open(out / "detections.csv")))
-    assert list(rows[0]) == O.DETECTION_COLUMNS and len(rows) == len(doc["detections"])
+    assert list(rows[0]) == P.DETECTION_COLUMNS and len(rows) == len(doc["detections"])
     crow = list(csv.DictReader(open(out / "candidates.csv")))
-    assert list(crow[0]) == O.CANDIDATE_COLUMNS and len(crow) == 2
+    assert list(crow[0]) == P.CANDIDATE_COLUMNS and len(crow) == 2
     # second run into the same folder: refused without --overwrite, nothing touched
     before = (out / "predictions.json").read_bytes()
     assert main(["predict", str(path), "--checkpoint", "x.pt", "--out", str(out)]) == 2
@@ -379,7 +386,7 @@ def test_same_input_and_detections_as_the_dataset_path(synth_root):
         scan = S.read_scan(series, dl_info=synth_root / "DL_info.csv")
         assert scan.spacing[2] == pytest.approx(float(rec.spacing[2]))
         image, target = ds[i]
-        mine = P.ContextBuilder(scan, P.ModelSpec(depth=3, size=image.shape[-1])).build(z)
+        mine = P.ContextBuilder(scan, model_cfg(3, image.shape[-1])).build(z)
         np.testing.assert_allclose(mine, image[0].numpy(), atol=1e-4)
         checked += 1
         if checked == 1:
@@ -387,7 +394,7 @@ def test_same_input_and_detections_as_the_dataset_path(synth_root):
             torch.manual_seed(1)
             model = build_detector(cfg.model, pretrained=False).eval()
             ref = predict_dataset(model, torch.utils.data.Subset(ds, [i]), batch_size=1)[0]
-            res = P.predict_scan(scan, model, P.model_spec(cfg), P.PredictSettings(score_threshold=0.0, slices=(z, z + 1)))
+            res = P.predict_scan(scan, model, cfg, P.PredictSettings(score_threshold=0.0, slices=(z, z + 1)))
             got = sorted(((d.score, *d.box) for d in res.detections), reverse=True)
             want = sorted(((float(s), *b) for s, b in zip(ref.scores, ref.boxes)), reverse=True)
             assert len(got) > 0 and len(got) == len(want)
@@ -410,12 +417,12 @@ def test_coronal_stored_volume(tmp_path):
     scan = S.read_scan(tmp_path / "cor.nii.gz")
     assert scan.original_orientation != "LPS" and scan.shape[0] == 40  # 40 axial slices (file axis j)
     assert scan.original_slice_axis() == 1
-    res = P.predict_scan(scan, BlobDetector(), SPEC, P.PredictSettings(batch_size=8))
+    res = P.predict_scan(scan, BlobDetector(), CFG, P.PredictSettings(batch_size=8))
     assert len(res.candidates) == 1
     np.testing.assert_allclose(res.candidates[0].info["centroid_lps"], centre, atol=1.0)
     # "slice" is the index along the file's axis that runs inferior-superior (j here, reversed)
     assert res.candidates[0].info["key_slice"] == img.TransformPhysicalPointToIndex(centre)[1]
-    O.write_outputs(res, tmp_path / "out", nifti_labels=True, overlays=False, html_page=False)
+    P.write_outputs(res, tmp_path / "out", P.OutputOptions(overlays=False, html=False, nifti_labels=True))
     lab = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
     np.testing.assert_allclose(lab.GetDirection(), direction, atol=1e-6)
     la = sitk.GetArrayFromImage(lab)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from a3d import predict as P
+from a3d.config import Config, DataConfig, ModelConfig
 from a3d.data import scans as S
-from a3d.engine import predict as P
-from a3d.engine import predict_outputs as O
 from test_predict_support import BlobDetector, synthetic_nifti
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -43,8 +43,9 @@ def _chromium(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProces
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("html")
     path, *_ = synthetic_nifti(tmp / "scan.nii.gz")
-    res = P.predict_scan(S.read_scan(path), BlobDetector(), P.ModelSpec(depth=3, size=128), P.PredictSettings())
-    doc = O.write_outputs(res, tmp / "out")
+    cfg = Config(model=ModelConfig(slices=3), data=DataConfig(size=128))
+    res = P.predict_scan(S.read_scan(path), BlobDetector(), cfg, P.PredictSettings())
+    doc = P.write_outputs(res, tmp / "out")
     return tmp / "out" / "report.html", doc
 
 

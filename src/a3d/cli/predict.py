@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
+from a3d.data.scans import parse_spacing
 from a3d.errors import A3DError
 
 log = logging.getLogger("a3d.predict")
@@ -77,21 +77,18 @@ def _parse_window(text: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
-    from a3d.data import scans as S
-    from a3d.engine import predict as P
-    from a3d.engine import predict_outputs as O
+    # a3d.predict pulls in torchvision and the detector: imported when the command runs, not for `a3d --help`
+    from a3d import predict as P
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    kind = S.classify_input(args.input)
     if args.list_series:
-        if kind != "dicom":
-            raise A3DError(f"{args.input}: --list-series needs a DICOM folder")
-        for s in S.list_dicom_series(args.input):
+        for s in P.list_series(args.input):
             print(f"{s.uid}\t{s.n_files} files\t{s.modality}\t{s.description}")
         return 0
     if not args.checkpoint or not args.out:
         raise A3DError("--checkpoint CKPT and --out DIR are required (only --list-series works without them)")
-    spacing = S.parse_spacing(args.spacing) if args.spacing else None
+    read = P.ReadOptions(series=args.series, spacing=parse_spacing(args.spacing) if args.spacing else None,
+                         dl_info=args.dl_info)
     if args.dl_info and not Path(args.dl_info).is_file():
         raise A3DError(f"{args.dl_info}: --dl-info file not found")
     if not 0 <= args.score_threshold <= 1:
@@ -102,65 +99,15 @@ def run(args) -> int:
         score_threshold=args.score_threshold, link_iou=args.link_iou, batch_size=args.batch_size,
         device=args.device, amp=args.amp, slices=_parse_slices(args), window=_parse_window(args.window),
     )
-    _check_device(args.device)
-    out = O.check_out_dir(args.out, args.overwrite)
-    opts = dict(overlays=not args.no_overlays, html_page=not args.no_html, nifti_labels=args.nifti_labels)
-
-    if kind == "batch":
-        entries = S.scan_entries(Path(args.input))
-        names = [S.scan_name(e) for e in entries]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise A3DError(f"{args.input}: several scans map to the same output name {sorted(dup)[0]!r}; rename them")
-        model, spec, info = P.load_predictor(args.checkpoint, args.device)
-        summary = []
-        with O.atomic_dir(out) as tmp:
-            for entry, name in zip(entries, names):
-                try:
-                    scan = S.read_scan(entry, series_uid=args.series, spacing=spacing, dl_info=args.dl_info)
-                    res = P.predict_scan(scan, model, spec, settings)
-                    res.model_info = info
-                    sub = tmp / name
-                    with O.atomic_dir(sub) as stmp:
-                        doc = O.write_outputs(res, stmp, **opts)
-                    summary.append({"input": str(entry), "output": name, "status": "ok", "detections": len(doc["detections"]), "candidates": len(doc["candidates"])})
-                    log.info("%s: %d candidates", entry, len(doc["candidates"]))
-                except A3DError as e:
-                    summary.append({"input": str(entry), "output": None, "status": "error", "error": str(e)})
-                    print(f"a3d predict: {e}", file=sys.stderr)
-            failed = [s for s in summary if s["status"] != "ok"]
-            O._atomic_write(tmp / "batch.json", (json.dumps({"format": "a3d-predict-batch", "version": 1, "scans": summary}, indent=1) + "\n").encode())
-        if failed:
-            raise A3DError(f"{args.input}: {len(failed)} of {len(summary)} scans failed (first: {failed[0]['error']}); see {out / 'batch.json'}")
-        return 0
-
-    scan = S.read_scan(args.input, series_uid=args.series, spacing=spacing, dl_info=args.dl_info)
-    P.key_slices(scan, settings.slices)  # validate the range before loading the model
-    model, spec, info = P.load_predictor(args.checkpoint, args.device)
-    res = P.predict_scan(scan, model, spec, settings, progress=_progress)
-    res.model_info = info
-    with O.atomic_dir(out) as tmp:
-        doc = O.write_outputs(res, tmp, **opts)
-    for w in scan.warnings:
-        log.warning("warning: %s", w)
-    print(f"{len(doc['detections'])} detections, {len(doc['candidates'])} candidates -> {out}")
+    outputs = P.OutputOptions(overlays=not args.no_overlays, html=not args.no_html, nifti_labels=args.nifti_labels)
+    done = P.predict_input(args.input, args.checkpoint, args.out, settings, read, outputs, overwrite=args.overwrite,
+                           progress=_progress)
+    if not done.batch:
+        scan = done.scans[0]
+        for w in scan.warnings:
+            log.warning("warning: %s", w)
+        print(f"{scan.detections} detections, {scan.candidates} candidates -> {done.out}")
     return 0
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise A3DError(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise A3DError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise A3DError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type not in ("cpu", "mps"):
-        raise A3DError(f"--device {device!r}: expected cpu or cuda[:N]")
 
 
 def _progress(done: int, total: int) -> None:

@@ -312,7 +312,7 @@ def _train(cfg, out_dir, resume, info, progress, time_budget_s, train_dataset, v
                 images = images.to(device, non_blocking=True)
                 targets = _to_device(targets, device)
                 with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                    losses = ddp(images, targets)
+                    losses = ddp(images, thickness=torch.stack([t["thickness"] for t in targets]), targets=targets)
                 if loss_hook is not None:
                     losses = loss_hook(it, losses)
                 loss = sum(losses.values())

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from a3d.errors import A3DError
-from a3d.ops import set_thickness
 
 OUT_CHANNELS = 512
 _KEEP = ("conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2", "transition2",
@@ -36,6 +35,10 @@ def _fuse_dense_layers(qualified_name: str, conv: nn.Conv2d) -> bool:
 
 class DenseNet3dBackbone(nn.Module):
     """(B, 1, D, H, W) -> (B, 512, H/4, W/4).
+
+    With the ``alignshift`` operator the per-sample thickness must first be stored on its layers with
+    :func:`a3d.ops.set_thickness` (the detector does that from its ``thickness`` argument); ``forward``
+    takes only the volume, as any converted model's does.
 
     ``features``: the converted 3D stem, dense blocks 1-3 and transitions 1-2 (torchvision names,
     so its state dict keys are torchvision's with 3D-shaped conv weights). ``squeeze``: the three
@@ -64,14 +67,12 @@ class DenseNet3dBackbone(nn.Module):
             if hasattr(m, "memory_efficient"):
                 m.memory_efficient = bool(enabled)
 
-    def forward(self, x: torch.Tensor, thickness: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != 1 or x.shape[2] != self.depth:
             raise A3DError(
                 f"densenet121_3d({self.operator!r}, depth={self.depth}): expected input (B, 1, {self.depth}, H, W), "
                 f"got {tuple(x.shape)}"
             )
-        if thickness is not None:
-            set_thickness(self, thickness)
         stages = []
         for name, module in self.features.named_children():
             x = module(x)

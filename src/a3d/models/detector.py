@@ -42,6 +42,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from a3d.config import ModelConfig
 from a3d.errors import A3DError
+from a3d.ops import set_thickness
 
 # torchvision's ImageNet DenseNet-121 file name in the torch hub cache (<hub dir>/checkpoints/).
 IMAGENET_DENSENET121 = "densenet121-a639ec97.pth"
@@ -155,16 +156,18 @@ class DiceRoIHeads(RoIHeads):
 class A3DDetector(nn.Module):
     """Backbone on the (B, 1, D, H, W) volume; RPN and RoI heads on its stride-4 key-slice map.
 
-    ``forward(images, targets=None, thickness=None)``:
+    ``forward(images, thickness=None, targets=None)`` (pass ``thickness`` and ``targets`` by keyword):
 
-    - training: ``targets`` (list of dicts with ``boxes`` float (N, 4) x1 y1 x2 y2 in pixels,
-      ``labels`` int64 (N,), optional ``masks`` uint8 (N, H, W), ``thickness`` scalar mm) ->
-      dict of losses ``loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg[, loss_mask]``.
+    - ``images``: float (B, 1, D, H, W) in [-50, 205], D = ``model.slices``.
+    - ``thickness``: each sample's slice interval in mm, (B,) tensor or B numbers; required by the
+      ``alignshift`` operator, unused by the others (still checked: one per image). This argument is the one way the thickness
+      enters the detector: it is stored on the backbone's AlignShift layers with
+      :func:`a3d.ops.set_thickness` (targets' ``thickness`` entries are not read).
+    - training: ``targets`` (list of B dicts with ``boxes`` float (N, 4) x1 y1 x2 y2 in pixels,
+      ``labels`` int64 (N,), optional ``masks`` uint8 (N, H, W)) -> dict of losses
+      ``loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg[, loss_mask]``.
     - eval: -> list of dicts per image: ``boxes`` (K, 4), ``scores`` (K,), ``labels`` (K,) and, with
       the mask branch, ``masks`` uint8 (K, H, W) (probability >= ``mask_threshold``); K <= 50.
-
-    The slice thickness (mm, per sample) goes to AlignShift through :func:`a3d.ops.set_thickness`; it
-    comes from ``thickness`` ((B,) tensor or floats) or else from each target's ``thickness``.
     """
 
     def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: RoIHeads, cfg: ModelConfig):
@@ -176,33 +179,27 @@ class A3DDetector(nn.Module):
         self.operator = cfg.operator
         self.mask_threshold = cfg.mask_threshold
 
-    def _thickness(self, images: Tensor, targets, thickness) -> Optional[Tensor]:
-        if thickness is None and targets is not None and all("thickness" in t for t in targets):
-            thickness = [t["thickness"] for t in targets]
+    def _set_thickness(self, images: Tensor, thickness) -> None:
         if thickness is None:
-            return None
+            if self.operator == "alignshift":
+                raise A3DError("detector: the alignshift operator needs each sample's slice thickness; call "
+                               "model(images, thickness=t) with t the (B,) slice intervals in mm")
+            return
         if isinstance(thickness, (list, tuple)):
             thickness = torch.stack([torch.as_tensor(t, dtype=torch.float32).reshape(()) for t in thickness])
-        thickness = torch.as_tensor(thickness, dtype=torch.float32).reshape(-1).to(images.device)
-        if thickness.numel() != images.shape[0]:
-            raise A3DError(f"thickness: expected {images.shape[0]} values (one per image), got {thickness.numel()}")
-        return thickness
+        t = torch.as_tensor(thickness, dtype=torch.float32).reshape(-1).to(images.device)
+        if t.numel() != images.shape[0]:
+            raise A3DError(f"thickness: expected {images.shape[0]} values (one per image), got {t.numel()}")
+        set_thickness(self.backbone, t)
 
-    def forward(self, images: Tensor, targets: Optional[list[dict[str, Tensor]]] = None, thickness=None):
+    def forward(self, images: Tensor, thickness=None, targets: Optional[list[dict[str, Tensor]]] = None):
         if images.dim() != 5 or images.shape[1] != 1:
             raise A3DError(f"detector input: expected (B, 1, D, H, W), got {tuple(images.shape)}")
         if images.shape[2] != self.slices:
             raise A3DError(f"detector input: built for {self.slices} slices, got D = {images.shape[2]}")
         if self.training and targets is None:
             raise A3DError("detector: targets are needed in training mode")
-        t = self._thickness(images, targets, thickness)
-        if t is not None:
-            from a3d.ops import set_thickness
-
-            set_thickness(self.backbone, t)
-        elif self.operator == "alignshift":
-            raise A3DError("detector: the alignshift operator needs each sample's slice thickness "
-                           "(targets[i]['thickness'] or thickness=)")
+        self._set_thickness(images, thickness)
         h, w = images.shape[-2:]
         feature = self.backbone(images)
         features = OrderedDict([("0", feature)])

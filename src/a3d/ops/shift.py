@@ -67,6 +67,10 @@ class AlignShift(Operator):
     or one value for the whole batch) on every AlignShift layer. It stays there until the next call,
     so gradient checkpointing's recomputation sees the same value. Not a buffer: it is not saved in
     state dicts.
+
+    Two levels, one mechanism: a user's own converted model calls :func:`set_thickness` before its
+    forward; a3d's detector takes ``forward(images, thickness=...)`` and calls :func:`set_thickness`
+    on its backbone itself (callers of the detector never call it).
     """
 
     name = "alignshift"
@@ -96,6 +100,9 @@ class AlignShift(Operator):
 
 def set_thickness(module: nn.Module, thickness) -> int:
     """Store the per-sample slice thickness (mm) on every AlignShift layer inside ``module``.
+
+    The ops-level door, for any model converted with :func:`a3d.convert`; a3d's detector is fed
+    through its ``forward(images, thickness=...)`` instead, which calls this on its backbone.
 
     ``thickness``: float tensor (B,) (a number or sequence is turned into one), or None to clear.
     The value persists until the next call (checkpoint recomputation sees it). Returns the number of

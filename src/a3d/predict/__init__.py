@@ -1,0 +1,35 @@
+"""Whole-scan lesion detection (``a3d predict``): a CT scan in, detections, 3D candidates and files out.
+
+Data flow, one module per arrow (docs/predict.md describes each step for users)::
+
+    scan (a3d.data.scans.read_scan: HU, canonical LPS orientation, geometry)
+      -> context inputs   inference.ContextBuilder: D slices at cfg.data.context_spacing_mm, fitted
+                          in-plane into cfg.data.size (geometry.InplaneFit), HU -> [-50, 205]
+      -> detections       inference.run_model / predict_scan: model(x, thickness=slice interval) in
+                          batches; boxes and masks mapped back to the slice (geometry), measured
+                          (measurements.diameters)
+      -> candidates       candidates.group_candidates: overlapping boxes on adjacent slices joined
+      -> files            outputs.write_outputs: records (JSON, CSV), overlays (PNG), labels (NIfTI),
+                          report (HTML)
+
+``run.predict_input`` strings these together for the command line, with the checkpoint loaded by
+``loading.load_predictor`` (a typed :class:`a3d.config.Config` travels with the model from there on).
+"""
+
+from a3d.predict.candidates import candidate_info, group_candidates
+from a3d.predict.geometry import InplaneFit, canonical_to_original_slices, key_slices
+from a3d.predict.inference import ContextBuilder, predict_scan, run_model
+from a3d.predict.loading import check_device, load_predictor
+from a3d.predict.measurements import diameters
+from a3d.predict.outputs import OutputOptions, write_outputs
+from a3d.predict.records import CANDIDATE_COLUMNS, DETECTION_COLUMNS, detection_record, result_dict
+from a3d.predict.results import Candidate, Detection, PredictionResult, PredictSettings
+from a3d.predict.run import PredictRun, ReadOptions, ScanOutcome, list_series, predict_input
+
+__all__ = [
+    "CANDIDATE_COLUMNS", "Candidate", "ContextBuilder", "DETECTION_COLUMNS", "Detection", "InplaneFit",
+    "OutputOptions", "PredictRun", "PredictSettings", "PredictionResult", "ReadOptions", "ScanOutcome",
+    "canonical_to_original_slices", "candidate_info", "check_device", "detection_record", "diameters",
+    "group_candidates", "key_slices", "list_series", "load_predictor", "predict_input", "predict_scan",
+    "result_dict", "run_model", "write_outputs",
+]

@@ -1,0 +1,88 @@
+"""Writing one scan's prediction: ``predictions.json``, the CSVs, overlays, labels, ``report.html``.
+
+:func:`write_outputs` fills a folder (normally the temporary folder of :func:`a3d.io.atomic_dir`, so
+that ``--out`` is either complete or untouched); every file in it is itself written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from a3d.errors import A3DError
+from a3d.io import write_bytes_atomic
+from a3d.predict.labels import write_labels
+from a3d.predict.overlays import png_bytes, render_overlay
+from a3d.predict.records import CANDIDATE_COLUMNS, DETECTION_COLUMNS, candidate_rows, csv_bytes, detection_rows, result_dict
+from a3d.predict.report import HTML_MAX_IMAGES, html_report
+from a3d.predict.results import PredictionResult
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    overlays: bool = True  # overlays/slice_NNNN.png for every slice with detections
+    html: bool = True  # report.html
+    nifti_labels: bool = False  # labels.nii.gz
+    max_overlays: int = 500  # overlay PNGs beyond this many slices (highest slices) are not written
+
+
+def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """``out`` as a Path, after checking it can be (re)written: A3DError otherwise."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise A3DError(f"{out}: --out exists and is not a folder")
+        if any(out.iterdir()) and not overwrite:
+            raise A3DError(f"{out}: --out folder exists and is not empty; choose another or pass --overwrite")
+    parent = out.parent if str(out.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise A3DError(f"{parent}: cannot write the --out folder here (permission denied)")
+    return out
+
+
+def _overlay_name(res: PredictionResult, z: int) -> str:
+    return f"overlays/slice_{int(res.slice_of_canonical[z]):04d}.png"
+
+
+def _write_overlays(res: PredictionResult, folder: Path, options: OutputOptions, files: dict) -> dict[int, bytes]:
+    """Overlay PNGs of the slices with detections (when asked); returns each candidate's key-slice
+    PNG for the HTML page (when asked), rendering each slice at most once."""
+    key_z = {c.id: c.info["key_canonical_slice"] for c in res.candidates}
+    zs = sorted({d.z for d in res.detections})
+    rendered: dict[int, bytes] = {}
+    for z in zs[: options.max_overlays] if options.overlays else []:
+        rendered[z] = png_bytes(render_overlay(res, z))
+        write_bytes_atomic(folder / _overlay_name(res, z), rendered[z])
+    written = set(rendered)
+    cand_png: dict[int, bytes] = {}
+    for cid, z in list(key_z.items())[: HTML_MAX_IMAGES if options.html else 0]:
+        if z not in rendered:
+            rendered[z] = png_bytes(render_overlay(res, z))
+        cand_png[cid] = rendered[z]
+    if options.overlays:
+        files["overlays"] = "overlays/"
+        files["candidate_overlays"] = {cid: _overlay_name(res, z) for cid, z in key_z.items() if z in written}
+    return cand_png
+
+
+def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: OutputOptions = OutputOptions()) -> dict:
+    """Write all outputs of one scan into ``folder``; returns the ``predictions.json`` document."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict = {"json": "predictions.json", "detections_csv": "detections.csv", "candidates_csv": "candidates.csv"}
+    cand_png = _write_overlays(res, folder, options, files) if options.overlays or options.html else {}
+    if options.nifti_labels:
+        write_labels(res, folder / "labels.nii.gz")
+        files["nifti_labels"] = "labels.nii.gz"
+    if options.html:
+        files["html"] = "report.html"
+    doc = result_dict(res, files)
+    write_bytes_atomic(folder / "detections.csv", csv_bytes(DETECTION_COLUMNS, detection_rows(doc)))
+    write_bytes_atomic(folder / "candidates.csv", csv_bytes(CANDIDATE_COLUMNS, candidate_rows(doc)))
+    if options.html:
+        write_bytes_atomic(folder / "report.html", html_report(doc, cand_png).encode())
+    write_bytes_atomic(folder / "predictions.json", (json.dumps(doc, indent=1) + "\n").encode())
+    return doc
