@@ -72,11 +72,13 @@ def box_iomin(a, b, inclusive: bool = False) -> np.ndarray:
 
 def rescale_boxes(boxes, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
     """Boxes (or any array whose last axis holds x, y pairs, such as RECIST end points) on an image of
-    size ``from_hw`` (H, W) -> the same points on that image resized to ``to_hw``; shape kept, float64.
+    size ``from_hw`` (H, W) -> the same points on that image resized to ``to_hw``; a new array of the
+    same shape, float32 for float32 input (computed in float32, as the dataset's targets are), else float64.
 
     Pixel-centre mapping (the one cv2.resize uses): ``x' = (x + 0.5) * W'/W - 0.5``.
     """
-    b = np.array(boxes, dtype=np.float64)
+    dtype = np.float32 if np.asarray(boxes).dtype == np.float32 else np.float64
+    b = np.array(boxes, dtype=dtype)
     (h, w), (th, tw) = from_hw, to_hw
     if (h, w) == (th, tw):
         return b
