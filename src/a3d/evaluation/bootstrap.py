@@ -89,13 +89,8 @@ def _hit_index(w: np.ndarray, ev: _Events, limits: np.ndarray) -> np.ndarray:
     return np.where(inside, H, ev.hits_before_fp[e])
 
 
-def bootstrap_sensitivities(
-    c: Classification,
-    fps: Sequence[float] = DEFAULT_FPS,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    rows_per_chunk: int = 256,
-) -> np.ndarray:
+def bootstrap_sensitivities(c: Classification, fps: Sequence[float] = DEFAULT_FPS, n_bootstrap: int = 1000,
+                            seed: int = 0, rows_per_chunk: int = 256) -> np.ndarray:
     """Sensitivities at ``fps`` for ``n_bootstrap`` resamples of the images (with replacement).
 
     Returns (n_bootstrap, len(fps)). Resample b draws N images uniformly with replacement
@@ -134,13 +129,8 @@ def bootstrap_sensitivities(
     return out
 
 
-def bootstrap_ci(
-    c: Classification,
-    fps: Sequence[float] = DEFAULT_FPS,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict:
+def bootstrap_ci(c: Classification, fps: Sequence[float] = DEFAULT_FPS, n_bootstrap: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict:
     """Percentile bootstrap CI over images: {"level", "n_bootstrap", "seed", "average", "sensitivity"}.
 
     ``average`` is [low, high] for the mean of the first four sensitivities; ``sensitivity`` one
