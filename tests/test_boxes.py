@@ -1,8 +1,9 @@
 """a3d.boxes against hand-computed values."""
 
 import numpy as np
+import pytest
 
-from a3d.boxes import box_area, box_iomin, box_iou, rescale_boxes
+from a3d.boxes import box_area, box_iomin, box_iou, box_iou_pairs, rescale_boxes
 
 
 def test_iou_pixel_edges_by_hand():
@@ -37,3 +38,26 @@ def test_rescale_pixel_centres_and_round_trip():
     back = rescale_boxes(rescale_boxes(pts, (100, 120), (512, 300)), (512, 300), (100, 120))
     np.testing.assert_allclose(back, pts)
     assert rescale_boxes(pts, (7, 7), (7, 7)) is not pts
+
+
+def test_iou_pairs_row_against_row_by_hand():
+    """Fails if box_iou_pairs compares other rows than k with k, or ignores ``inclusive``."""
+    a = [[0, 0, 9, 9], [0, 0, 9, 9], [0, 0, 10, 10]]
+    b = [[5, 0, 14, 9], [20, 20, 30, 30], [5, 0, 15, 10]]
+    np.testing.assert_allclose(box_iou_pairs(a, b, inclusive=True), [50 / 150, 0.0, 66 / 176])
+    np.testing.assert_allclose(box_iou_pairs(a, b), [36 / 126, 0.0, 50 / 150])
+    with pytest.raises(ValueError, match="one K"):
+        box_iou_pairs(a, b[:2])
+
+
+def test_rescale_keeps_float32_and_its_arithmetic():
+    """Fails if rescale_boxes turns float32 targets into float64 (or computes them in float64 first,
+    which moves 1-2 % of the dataset's resized coordinates by one float32 ulp)."""
+    pts = np.random.default_rng(1).uniform(0, 128, (1000, 8)).astype(np.float32)
+    out = rescale_boxes(pts, (128, 128), (64, 96))
+    assert out.dtype == np.float32
+    want = pts.copy()
+    want[:, 0::2] = (want[:, 0::2] + np.float32(0.5)) * np.float32(96 / 128) - np.float32(0.5)
+    want[:, 1::2] = (want[:, 1::2] + np.float32(0.5)) * np.float32(64 / 128) - np.float32(0.5)
+    np.testing.assert_array_equal(out, want)
+    assert rescale_boxes([[1, 2, 3, 4]], (4, 4), (8, 8)).dtype == np.float64

@@ -85,6 +85,7 @@ def test_overrides_are_typed():
         ("model.slices=4", "model.slices"),
         ("train.amp=fp8", "train.amp"),
         ("model.anchor_sizes=a,b", "model.anchor_sizes"),
+        ("data.context_spacing_mm=0", "data.context_spacing_mm"),  # fails without its range check
     ],
 )
 def test_bad_override_names_the_key(override, key):

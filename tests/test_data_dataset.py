@@ -138,3 +138,22 @@ def test_cache_resumes_and_rejects_mismatch(synth_copy):
     assert cache_series(synth_copy, sd) is True  # rebuilt
     assert torch.equal(DeepLesionDataset(synth_copy, "all", cache=True, masks=False)[i][0],
                        DeepLesionDataset(synth_copy, "all", cache=False, masks=False)[i][0])
+
+
+def test_context_spacing_reaches_the_slices(synth_root):
+    """The outer context slices are the stored slices ``context_spacing_mm`` away from the key slice
+    (hand-computed positions on a series whose interval divides the spacing).
+
+    Fails if DeepLesionDataset does not hand ``context_spacing_mm`` to load_stack (2 mm always)."""
+    from a3d.data.slices import PngSource, hu_to_input
+
+    ds = DeepLesionDataset(synth_root, "all", slices=3, masks=False, context_spacing_mm=4.0)
+    i = next(i for i, g in enumerate(ds.records) if g[0].slice_interval in (1.0, 2.0))
+    r = ds.records[i][0]
+    step = int(4.0 / r.slice_interval)  # stored slices per 4 mm
+    src = PngSource(synth_root)
+    img, _ = ds[i]
+    for d, n in enumerate((r.key_slice - step, r.key_slice, r.key_slice + step)):
+        np.testing.assert_array_equal(img[0, d].numpy(), hu_to_input(src.read(r.series_dir, n)[None])[0])
+    with pytest.raises(A3DError, match="context_spacing_mm"):
+        DeepLesionDataset(synth_root, "all", masks=False, context_spacing_mm=0)

@@ -54,9 +54,9 @@ def data_root(tmp_path):
 
 
 def test_records_have_the_attributes_ground_truth_reads(data_root):
-    from a3d.cli.eval import read_records
+    from a3d.data import read_dl_info
 
-    r = read_records(data_root / "DL_info.csv")[0]
+    r = read_dl_info(data_root / "DL_info.csv")[0]
     for name in ("image_id", "box", "diameters_px", "spacing", "lesion_type", "noisy", "split", "line"):
         assert hasattr(r, name), name
     np.testing.assert_array_equal(r.box, [0, 0, 9, 9])  # 1-based file -> 0-based
@@ -116,6 +116,10 @@ def _one_line_error(capsys, *parts):
 
 
 def test_eval_bad_inputs_exit_2(tmp_path, data_root, capsys):
+    """Each bad input: exit 2, one line naming the problem, and no output folder.
+
+    Fails if a failing run writes (part of) its outputs, e.g. with ``Path(args.out).mkdir()`` moved
+    to the start of ``a3d.cli.eval.run``."""
     base = ["--data", str(data_root), "--split", "test", "--out", str(tmp_path / "o"), "--bootstrap", "0"]
     # an image of another split
     wrong = save_predictions(tmp_path / "wrong.json", [ImagePredictions("000003_01_01_030", np.zeros((0, 4)), np.zeros(0))])
@@ -125,7 +129,9 @@ def test_eval_bad_inputs_exit_2(tmp_path, data_root, capsys):
     part = save_predictions(tmp_path / "part.json", preds_test_split()[:1])
     assert main(["eval", "--predictions", str(part), *base]) == 2
     _one_line_error(capsys, "part.json", "000002_01_01_020")
-    assert main(["eval", "--predictions", str(part), *base, "--missing-as-empty"]) == 0
+    ok = ["--data", str(data_root), "--split", "test", "--out", str(tmp_path / "ok"), "--bootstrap", "0"]
+    assert main(["eval", "--predictions", str(part), *ok, "--missing-as-empty"]) == 0
+    assert (tmp_path / "ok" / "metrics.json").is_file()
     capsys.readouterr()
     # malformed file
     bad = tmp_path / "bad.json"
@@ -147,7 +153,8 @@ def test_eval_bad_inputs_exit_2(tmp_path, data_root, capsys):
     _one_line_error(capsys, "LABEL=LO:HI")
     assert main(["eval", "--predictions", str(part), *base, "--fps", "1,x"]) == 2
     _one_line_error(capsys, "--fps")
-    assert not (tmp_path / "o" / "metrics.json").exists() or True
+    # none of the failed runs above left anything behind
+    assert not (tmp_path / "o").exists()
 
 
 def test_eval_checkpoint_end_to_end(tiny_checkpoint, synth_root, tmp_path, capsys):

@@ -290,6 +290,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(0.0 <= m.score_thresh < 1.0, "model.score_thresh", "a number in [0, 1)")
     need(d.size >= 32 and d.size % 16 == 0, "data.size", "a multiple of 16, at least 32")
     need(d.workers >= 0, "data.workers", ">= 0")
+    need(d.context_spacing_mm > 0, "data.context_spacing_mm", "a positive distance in mm (the paper: 2)")
     need(0.0 <= d.augment_p <= 1.0, "data.augment_p", "a number in [0, 1]")
     need(t.epochs >= 1, "train.epochs", ">= 1")
     need(t.batch_size >= 1, "train.batch_size", ">= 1")

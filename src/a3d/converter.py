@@ -164,6 +164,20 @@ _WRONG_DIM = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose3d, nn.B
 _ACTIVATION_MODULE = nn.modules.activation.__name__
 
 
+def _conv_transpose_3d(m: nn.ConvTranspose2d, q: str) -> nn.ConvTranspose3d:
+    """The (1, k, k) ConvTranspose3d with the same weights (depth untouched)."""
+    if m.padding_mode != "zeros":
+        raise ConversionError(f"layer {q!r} ({type(m).__name__}): expected padding_mode='zeros'")
+    new = nn.ConvTranspose3d(m.in_channels, m.out_channels, _d1(m.kernel_size), _d1(m.stride),
+                             _d0(m.padding), _d0(m.output_padding), m.groups, m.bias is not None,
+                             _d1(m.dilation), device=m.weight.device, dtype=m.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(m.weight.unsqueeze(2))
+        if m.bias is not None:
+            new.bias.copy_(m.bias)
+    return new
+
+
 class _Converter:
     def __init__(self, name, depth, fuse, first_conv, keep):
         self.name = str(name).lower()
@@ -183,52 +197,8 @@ class _Converter:
             return self._conv(m, q)
         if isinstance(m, Operator):
             raise ConversionError(f"layer {q!r} ({t}): already a 3D operator; expected a 2D model")
-        if isinstance(m, nn.ConvTranspose2d):
-            if m.padding_mode != "zeros":
-                raise ConversionError(f"layer {q!r} ({t}): expected padding_mode='zeros'")
-            new = nn.ConvTranspose3d(m.in_channels, m.out_channels, _d1(m.kernel_size), _d1(m.stride),
-                                     _d0(m.padding), _d0(m.output_padding), m.groups, m.bias is not None,
-                                     _d1(m.dilation), device=m.weight.device, dtype=m.weight.dtype)
-            with torch.no_grad():
-                new.weight.copy_(m.weight.unsqueeze(2))
-                if m.bias is not None:
-                    new.bias.copy_(m.bias)
-            return new
-        if isinstance(m, nn.BatchNorm2d) and not isinstance(m, nn.SyncBatchNorm):
-            return self._norm(nn.BatchNorm3d, m)
-        if isinstance(m, nn.InstanceNorm2d):
-            return self._norm(nn.InstanceNorm3d, m)
-        if isinstance(m, nn.MaxPool2d):
-            return nn.MaxPool3d(_d1(m.kernel_size), _d1(m.stride), _d0(m.padding), _d1(m.dilation),
-                                m.return_indices, m.ceil_mode)
-        if isinstance(m, nn.AvgPool2d):
-            return nn.AvgPool3d(_d1(m.kernel_size), _d1(m.stride), _d0(m.padding), m.ceil_mode,
-                                m.count_include_pad, m.divisor_override)
-        if isinstance(m, nn.MaxUnpool2d):
-            return nn.MaxUnpool3d(_d1(m.kernel_size), _d1(m.stride), _d0(m.padding))
-        if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            h, w = _pair(m.output_size)
-            self.last_spatial = (h or 0) * (w or 0) or 1
-            if isinstance(m, nn.AdaptiveAvgPool2d):
-                return nn.AdaptiveAvgPool3d((None, h, w))
-            return nn.AdaptiveMaxPool3d((None, h, w), m.return_indices)
-        if isinstance(m, nn.Upsample):
-            if m.mode == "bicubic":
-                return PerSlice(m)
-            if m.mode not in ("nearest", "nearest-exact", "bilinear", "trilinear"):
-                raise ConversionError(f"layer {q!r} ({t}): mode {m.mode!r} has no depth-keeping 3D form")
-            return DepthKeepingUpsample(m)
-        if isinstance(m, (nn.PixelShuffle, nn.PixelUnshuffle)):
-            return PerSlice(m)
-        if isinstance(m, nn.Dropout2d):
-            return nn.Dropout3d(m.p, m.inplace)
-        if isinstance(m, nn.ReflectionPad2d):
-            return nn.ReflectionPad3d((*m.padding, 0, 0))
-        if isinstance(m, nn.ReplicationPad2d):
-            return nn.ReplicationPad3d((*m.padding, 0, 0))
-        if isinstance(m, nn.Linear):
-            new = SliceLinear(m, self.last_spatial)
-            new.layer_name = q
+        new = self._layer(m, q)
+        if new is not None:
             return new
         if isinstance(m, _WRONG_DIM):
             raise ConversionError(
@@ -251,6 +221,51 @@ class _Converter:
                 new.train(child.training)
                 setattr(m, child_name, new)
         return None
+
+    def _layer(self, m: nn.Module, q: str) -> nn.Module | None:
+        """The 3D form of a 2D layer other than Conv2d, or None when ``m`` is none of those."""
+        if isinstance(m, nn.ConvTranspose2d):
+            return _conv_transpose_3d(m, q)
+        if isinstance(m, nn.BatchNorm2d) and not isinstance(m, nn.SyncBatchNorm):
+            return self._norm(nn.BatchNorm3d, m)
+        if isinstance(m, nn.InstanceNorm2d):
+            return self._norm(nn.InstanceNorm3d, m)
+        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.MaxUnpool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            return self._pool(m)
+        if isinstance(m, nn.Upsample):
+            if m.mode == "bicubic":
+                return PerSlice(m)
+            if m.mode not in ("nearest", "nearest-exact", "bilinear", "trilinear"):
+                raise ConversionError(f"layer {q!r} ({type(m).__name__}): mode {m.mode!r} has no depth-keeping 3D form")
+            return DepthKeepingUpsample(m)
+        if isinstance(m, (nn.PixelShuffle, nn.PixelUnshuffle)):
+            return PerSlice(m)
+        if isinstance(m, nn.Dropout2d):
+            return nn.Dropout3d(m.p, m.inplace)
+        if isinstance(m, nn.ReflectionPad2d):
+            return nn.ReflectionPad3d((*m.padding, 0, 0))
+        if isinstance(m, nn.ReplicationPad2d):
+            return nn.ReplicationPad3d((*m.padding, 0, 0))
+        if isinstance(m, nn.Linear):
+            new = SliceLinear(m, self.last_spatial)
+            new.layer_name = q
+            return new
+        return None
+
+    def _pool(self, m: nn.Module) -> nn.Module:
+        if isinstance(m, nn.MaxPool2d):
+            return nn.MaxPool3d(_d1(m.kernel_size), _d1(m.stride), _d0(m.padding), _d1(m.dilation),
+                                m.return_indices, m.ceil_mode)
+        if isinstance(m, nn.AvgPool2d):
+            return nn.AvgPool3d(_d1(m.kernel_size), _d1(m.stride), _d0(m.padding), m.ceil_mode,
+                                m.count_include_pad, m.divisor_override)
+        if isinstance(m, nn.MaxUnpool2d):
+            return nn.MaxUnpool3d(_d1(m.kernel_size), _d1(m.stride), _d0(m.padding))
+        h, w = _pair(m.output_size)  # adaptive pools
+        self.last_spatial = (h or 0) * (w or 0) or 1
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return nn.AdaptiveAvgPool3d((None, h, w))
+        return nn.AdaptiveMaxPool3d((None, h, w), m.return_indices)
 
     def _norm(self, cls, m):
         new = cls(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats,

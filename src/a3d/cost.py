@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from a3d.models import densenet121_3d
 from a3d.ops import A3D, ACS, OPERATORS, P3D, Operator, set_thickness
 
 # Table 1 of the paper (GFLOPs for 3 / 7 slices), for side-by-side display and tests only.
@@ -155,19 +156,17 @@ class CostRow:
         return asdict(self)
 
 
-def backbone_cost(name: str, depth: int, size: int = 512, device: str | torch.device = "meta") -> CostRow:
-    """Table 1 figures of ``densenet121_3d(name, depth)`` on a 1 x 1 x depth x size x size input."""
-    from a3d.models import densenet121_3d
-
+def backbone_cost(name: str, slices: int, size: int = 512, device: str | torch.device = "meta") -> CostRow:
+    """Table 1 figures of ``densenet121_3d(name, slices)`` on a 1 x 1 x slices x size x size input."""
     with torch.device(device):
-        model = densenet121_3d(name, depth)
-        x = torch.zeros(1, 1, depth, size, size)
+        model = densenet121_3d(name, slices)
+        x = torch.zeros(1, 1, slices, size, size)
     model.eval()
     set_thickness(model, torch.full((1,), 5.0))  # AlignShift needs one; it does not change the counts
     c = count(model.features, x)
     return CostRow(
         operator=name,
-        slices=depth,
+        slices=slices,
         params=sum(p.numel() for p in model.parameters()),
         params_fusion=params_fusion(model),
         gflops_paper=round(c.paper / 1e9, 2),
@@ -176,7 +175,7 @@ def backbone_cost(name: str, depth: int, size: int = 512, device: str | torch.de
 
 
 def cost_table(operators=OPERATORS, slices=(3, 7), size: int = 512) -> list[CostRow]:
-    return [backbone_cost(op, d, size) for op in operators for d in slices]
+    return [backbone_cost(op, n, size) for op in operators for n in slices]
 
 
 def format_table(rows: list[CostRow], size: int = 512) -> str:

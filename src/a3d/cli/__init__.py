@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from a3d import __version__
 from a3d.errors import A3DError
 
 # (module under a3d.cli, what it adds): each module defines add_parser(subparsers).
@@ -25,19 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"a3d.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"a3d.cli.{name}":
-                continue  # subcommand not written yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"a3d.cli.{name}").add_parser(sub)
     return parser
 
 
 def _version() -> str:
-    from a3d import __version__
-
     return f"a3d {__version__}"
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from a3d.config import OPERATORS  # the torch-free copy of a3d.ops.OPERATORS
 from a3d.errors import A3DError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from a3d.ops import OPERATORS
-
     p = subparsers.add_parser(
         "cost",
         help="parameters and GFLOPs of the backbone for each operator (the paper's Table 1)",
@@ -26,8 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    # torch: imported when the command runs, so that `a3d --help` and the other commands start without it
     from a3d.cost import cost_table, format_table
-    from a3d.ops import OPERATORS
 
     bad = [o for o in args.operators if o.lower() not in OPERATORS]
     if bad:

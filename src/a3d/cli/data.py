@@ -6,6 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from a3d.data.cache import build_cache
+from a3d.data.masks import build_masks
+from a3d.data.synth import generate
 from a3d.errors import A3DError
 
 
@@ -40,8 +43,6 @@ def add_parser(subparsers) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from a3d.data.synth import generate
-
     t = time.perf_counter()
     generate(args.out, patients=args.patients, seed=args.seed, size=args.size, progress=True)
     print(f"wrote {args.out} ({args.patients} patients, {args.size} px) in {time.perf_counter() - t:.1f} s")
@@ -49,8 +50,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _masks(args: argparse.Namespace) -> int:
-    from a3d.data.masks import build_masks
-
     if args.workers < 1:
         raise A3DError(f"--workers must be >= 1, got {args.workers}")
     done, skipped = build_masks(args.root, workers=args.workers, out_dir=args.out, window=args.window,
@@ -60,8 +59,6 @@ def _masks(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from a3d.data.cache import build_cache
-
     if args.workers < 1:
         raise A3DError(f"--workers must be >= 1, got {args.workers}")
     done, skipped = build_cache(args.root, workers=args.workers, force=args.force,

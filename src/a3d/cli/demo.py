@@ -18,6 +18,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    # torch: imported when the command runs, so that `a3d --help` and the other commands start without it
     from a3d.engine.demo import run_demo
 
     r = run_demo(args.out, minutes=args.minutes, patients=args.patients, seed=args.seed,

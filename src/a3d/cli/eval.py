@@ -12,7 +12,16 @@ import argparse
 import math
 from pathlib import Path
 
+from a3d.data.dl_info import read_dl_info
 from a3d.errors import A3DError
+from a3d.evaluation import (
+    DEFAULT_INTERVAL_BINS,
+    evaluate_predictions,
+    ground_truth_from_records,
+    load_predictions,
+    write_evaluation,
+)
+from a3d.evaluation.predictions import complete_predictions
 
 
 def add_parser(subparsers) -> None:
@@ -65,8 +74,6 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def _interval_bins(specs: list[str] | None):
-    from a3d.evaluation import DEFAULT_INTERVAL_BINS
-
     if not specs:
         return DEFAULT_INTERVAL_BINS
     out = []
@@ -90,27 +97,19 @@ def _dl_info_path(data: str) -> Path:
     return csv
 
 
-def read_records(csv_path: Path):
-    """DeepLesion lesion records (``a3d.data.read_dl_info``, imported here to keep `a3d --help` fast)."""
-    from a3d.data import read_dl_info
-
-    return read_dl_info(csv_path)
-
-
 def _predict(args, data_root: Path):
     """(predictions, the checkpoint's config) for the model in args.checkpoint over the split."""
-    from a3d.engine.evaluate import load_model, predict_split
+    # torch: imported when a model runs, so that `a3d --help` and scoring a predictions file start without it
+    from a3d.engine.evaluate import load_model, predict_dataset, split_dataset
 
     if not Path(args.checkpoint).is_file():
         raise A3DError(f"{args.checkpoint}: checkpoint file not found")
-    model, cfg = load_model(args.checkpoint, "cpu")
-    preds = predict_split((model, cfg), str(data_root), args.split, batch_size=args.batch_size, device=args.device)
-    return list(preds), cfg
+    model, cfg = load_model(args.checkpoint, args.device)
+    return predict_dataset(model, split_dataset(cfg, data_root, args.split), batch_size=args.batch_size), cfg
 
 
-def run(args) -> int:
-    from a3d.evaluation import evaluate_predictions, ground_truth_from_records, load_predictions, write_evaluation
-
+def _check_args(args) -> tuple[list[float], list[float], tuple]:
+    """(FP rates, diameter thresholds, interval bins) from the arguments; A3DError for a bad one."""
     if bool(args.checkpoint) == bool(args.predictions):
         raise A3DError("eval: give either a CHECKPOINT or --predictions FILE (exactly one)")
     fps = _floats(args.fps, "--fps")
@@ -122,24 +121,42 @@ def run(args) -> int:
         raise A3DError(f"--max-per-image: expected >= 0, got {args.max_per_image}")
     if args.bootstrap < 0:
         raise A3DError(f"--bootstrap: expected >= 0, got {args.bootstrap}")
+    return fps, thresholds, bins
 
+
+def _predictions(args, csv: Path):
+    """(predictions, their source for messages, how missing images count) from the file or the model;
+    a model's config also labels the run (operator and slice count for ``a3d report``)."""
+    if args.predictions:
+        csv_file = Path(args.predictions).suffix.lower() == ".csv"
+        missing = "empty" if (args.missing_as_empty or csv_file) else "error"
+        return load_predictions(args.predictions), str(args.predictions), missing
+    preds, cfg = _predict(args, csv.parent)
+    args.operator = args.operator or cfg.model.operator
+    args.slices = args.slices or cfg.model.slices
+    return preds, f"{args.checkpoint} predictions", "empty"  # images the model returned nothing for
+
+
+def _print_summary(m: dict, paths: dict, out) -> None:
+    sens = " ".join(f"{f:g}:{100 * s:.2f}" if s is not None else f"{f:g}:-" for f, s in zip(m["fps"], m["sensitivity"]))
+    avg = m["average"]
+    ci = (m.get("ci") or {}).get("average")
+    ci_s = f" (95% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f})" if ci and None not in ci else ""
+    print(f"{m['n_images']} images, {m['n_lesions']} lesions, {m['n_predictions']} predictions")
+    if m["n_predictions_dropped"]:
+        print(f"note: {m['n_predictions_dropped']} predictions beyond the {m['max_per_image']} highest-scoring of their image "
+              "were left out (--max-per-image)")
+    print(f"sensitivity (%) at FPs/image  {sens}  Avg. {100 * avg:.2f}{ci_s}" if avg is not None else f"sensitivity: {sens}")
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+
+
+def run(args) -> int:
+    fps, thresholds, bins = _check_args(args)
     csv = _dl_info_path(args.data)
-    gt = ground_truth_from_records(read_records(csv), args.split, drop_noisy=not args.keep_noisy)
+    gt = ground_truth_from_records(read_dl_info(csv), args.split, drop_noisy=not args.keep_noisy)
     if len(gt) == 0:
         raise A3DError(f"{csv}: no lesion of split {args.split} (after dropping noisy rows)")
-
-    if args.predictions:
-        preds = load_predictions(args.predictions)
-        source = str(args.predictions)
-        missing = "empty" if (args.missing_as_empty or Path(args.predictions).suffix.lower() == ".csv") else "error"
-    else:
-        data_root = csv.parent
-        preds, cfg = _predict(args, data_root)
-        source = f"{args.checkpoint} predictions"
-        missing = "empty"  # images the model returned nothing for
-        # The checkpoint knows its operator and slice count: the report's rows need them.
-        args.operator = args.operator or cfg.model.operator
-        args.slices = args.slices or cfg.model.slices
+    preds, source, missing = _predictions(args, csv)
     run_meta = {k: v for k, v in (("name", args.name), ("operator", args.operator), ("slices", args.slices)) if v is not None}
     if args.checkpoint and "name" not in run_meta:
         run_meta["name"] = Path(args.checkpoint).parent.name or Path(args.checkpoint).stem
@@ -157,21 +174,8 @@ def run(args) -> int:
         run=run_meta or None,
         max_per_image=args.max_per_image if args.max_per_image > 0 else None,
     )
-    # Write every evaluated image (those without detections included) to the predictions file.
-    by_id = {p.image_id: p for p in preds}
-    from a3d.evaluation.predictions import ImagePredictions
-    import numpy as np
-
-    full = [by_id.get(i) or ImagePredictions(i, np.zeros((0, 4)), np.zeros(0)) for i in gt.image_ids]
-    paths = write_evaluation(args.out, full, m, title=f"DeepLesion FROC ({args.split})")
-    sens = " ".join(f"{f:g}:{100 * s:.2f}" if s is not None else f"{f:g}:-" for f, s in zip(m["fps"], m["sensitivity"]))
-    avg = m["average"]
-    ci = (m.get("ci") or {}).get("average")
-    ci_s = f" (95% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f})" if ci and None not in ci else ""
-    print(f"{m['n_images']} images, {m['n_lesions']} lesions, {m['n_predictions']} predictions")
-    if m["n_predictions_dropped"]:
-        print(f"note: {m['n_predictions_dropped']} predictions beyond the {m['max_per_image']} highest-scoring of their image "
-              "were left out (--max-per-image)")
-    print(f"sensitivity (%) at FPs/image  {sens}  Avg. {100 * avg:.2f}{ci_s}" if avg is not None else f"sensitivity: {sens}")
-    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")
+    # every evaluated image (those without detections included) goes into the predictions file
+    paths = write_evaluation(args.out, complete_predictions(preds, gt.image_ids), m,
+                             title=f"DeepLesion FROC ({args.split})")
+    _print_summary(m, paths, args.out)
     return 0

@@ -20,6 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    # torch: imported when the command runs, so that `a3d --help` and the other commands start without it
     from a3d.engine.grid import run_grid
 
     res = run_grid(args.configs, args.out, args.preset, args.overrides, args.split, progress=not args.no_progress)

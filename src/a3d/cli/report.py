@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from a3d.evaluation.report import write_report
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -24,8 +26,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from a3d.evaluation.report import write_report
-
     paths = write_report(args.run_dirs, args.out)
     print((paths["markdown"]).read_text(), end="")
     print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")

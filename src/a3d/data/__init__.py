@@ -18,7 +18,7 @@ _LAZY = {"DeepLesionDataset": "a3d.data.dataset", "collate": "a3d.data.dataset",
 
 
 def __getattr__(name):
-    if name in _LAZY:
+    if name in _LAZY:  # torch-backed: imported on first use (see the module docstring)
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from a3d.data.masks import _init_worker, _mp_context
 from a3d.data.slices import PngSource, read_png_hu, slice_path
 from a3d.errors import A3DError
 from a3d.io import atomic_path, write_text_atomic
@@ -122,8 +123,6 @@ def build_cache(root: str | os.PathLike, workers: int = 1, force: bool = False, 
             skipped += not done
             bar.update()
     else:
-        from a3d.data.masks import _init_worker, _mp_context
-
         with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker) as ex:
             for _, done in ex.map(_work, jobs, chunksize=4):
                 written += done

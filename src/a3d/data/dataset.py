@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from a3d.boxes import rescale_boxes
+from a3d.data.cache import AutoSource, CacheSource
 from a3d.data.dl_info import LesionRecord, group_by_key_slice, read_dl_info, select_split
 from a3d.data.slices import PngSource, hu_to_input, load_stack
 from a3d.errors import A3DError
@@ -36,14 +38,6 @@ def load_masks(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return masks, boxes
 
 
-def _scale_points(xy: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Scale 0-based pixel coordinates (pixel centres) for a resize by (sx, sy)."""
-    out = xy.astype(np.float32).copy()
-    out[..., 0::2] = (out[..., 0::2] + 0.5) * sx - 0.5
-    out[..., 1::2] = (out[..., 1::2] + 0.5) * sy - 0.5
-    return out
-
-
 def resize_target(image: np.ndarray, boxes: np.ndarray, recist: np.ndarray, masks: np.ndarray | None,
                   size: tuple[int, int]):
     """Resize a (D, H, W) stack to ``size`` (H', W') and scale boxes / RECIST / masks consistently."""
@@ -55,9 +49,8 @@ def resize_target(image: np.ndarray, boxes: np.ndarray, recist: np.ndarray, mask
     out = np.empty((d, nh, nw), dtype=np.float32)
     for i in range(d):
         out[i] = cv2.resize(image[i], (nw, nh), interpolation=interp)
-    sx, sy = nw / w, nh / h
-    boxes = _scale_points(boxes, sx, sy)
-    recist = _scale_points(recist, sx, sy)
+    boxes = rescale_boxes(boxes.astype(np.float32), (h, w), (nh, nw))
+    recist = rescale_boxes(recist.astype(np.float32), (h, w), (nh, nw))
     if masks is not None:
         m = np.zeros((masks.shape[0], nh, nw), dtype=np.uint8)
         for i in range(masks.shape[0]):
@@ -72,7 +65,7 @@ class DeepLesionDataset(torch.utils.data.Dataset):
     Args:
         root: folder with ``DL_info.csv`` and ``Images_png/`` (optionally ``masks/``, ``cache/``).
         split: ``train``, ``val``, ``test`` or ``all`` (official Train_Val_Test 1, 2, 3).
-        slices: D, odd number of 2-mm-normalised slices centred on the key slice.
+        slices: D, odd number of context slices centred on the key slice, ``context_spacing_mm`` apart.
         size: None (native) or int / (H, W): resize images; boxes, RECIST and masks follow.
         transform: callable ``(image, target) -> (image, target)`` applied last (e.g. TrainTransform).
         masks: load lesion masks from ``root/<mask_dir>/<image_id>.npz`` when present. A key slice
@@ -81,6 +74,8 @@ class DeepLesionDataset(torch.utils.data.Dataset):
         cache: ``"auto"`` (use ``root/cache`` per series when present), True (require it) or False.
         mask_dir: folder under root holding mask files (``masks`` = GrabCut; ``masks_true`` = synthetic truth).
         csv: DL_info.csv path (default ``root/DL_info.csv``).
+        context_spacing_mm: distance between context slices along z (the paper's 2 mm;
+            ``cfg.data.context_spacing_mm``), neighbours linearly interpolated.
 
     Attributes: ``records`` (list of lesion groups, one list of LesionRecord per sample, in sample order),
     ``lesions`` (flat list of the kept LesionRecords).
@@ -90,11 +85,14 @@ class DeepLesionDataset(torch.utils.data.Dataset):
                  size: int | Sequence[int] | None = None, transform: Callable | None = None,
                  masks: bool = True, drop_noisy: bool = True, cache: bool | str = "auto",
                  mask_dir: str = "masks", csv: str | os.PathLike | None = None,
-                 records: Sequence[LesionRecord] | None = None):
+                 records: Sequence[LesionRecord] | None = None, context_spacing_mm: float = 2.0):
         self.root = Path(root)
         if slices < 1 or slices % 2 == 0:
             raise A3DError(f"slices must be an odd number >= 1, got {slices}")
         self.slices = int(slices)
+        if not context_spacing_mm > 0:
+            raise A3DError(f"context_spacing_mm must be a positive distance in mm, got {context_spacing_mm}")
+        self.context_spacing_mm = float(context_spacing_mm)
         if size is None:
             self.size = None
         elif isinstance(size, int):
@@ -143,7 +141,7 @@ class DeepLesionDataset(torch.utils.data.Dataset):
         group = self.records[index]
         r0 = group[0]
         stack = load_stack(self.source, r0.series_dir, r0.key_slice, r0.slice_interval, self.slices,
-                           r0.slice_range)
+                           r0.slice_range, spacing_mm=self.context_spacing_mm)
         image = hu_to_input(stack)
         boxes = np.stack([r.box for r in group]).astype(np.float32)
         recist = np.stack([r.recist for r in group]).astype(np.float32)
@@ -179,8 +177,6 @@ class DeepLesionDataset(torch.utils.data.Dataset):
 
 
 def _make_source(root: Path, cache: bool | str):
-    from a3d.data.cache import CacheSource, AutoSource
-
     if cache is False or cache == "off":
         return PngSource(root)
     if cache is True or cache == "on":

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from a3d.errors import A3DError
+from a3d.io import atomic_path
 
 __all__ = [
     "COLUMNS",
@@ -217,6 +218,20 @@ def _read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
     with the index columns.
     """
     path = Path(csv_path)
+    col, lines = _read_columns(path)
+    if not lines:
+        return []
+    vec = {name: _parse_vector_column(path, name, col[name], lines, k) for name, k in _VECTORS.items()}
+    ints = {name: _parse_int_column(path, name, col[name], lines) for name in _INTS}
+    _check_values(path, lines, col, vec, ints)
+    ages = _parse_ages(path, col["Patient_age"], lines)
+    _check_file_names(path, lines, col["File_name"], ints)
+    return _records(lines, col, vec, ints, ages)
+
+
+def _read_columns(path: Path) -> tuple[dict[str, tuple[str, ...]], list[int]]:
+    """The file's text as columns (name -> one string per row) and each row's 1-based first line;
+    header and field counts checked."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -233,9 +248,6 @@ def _read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
     if missing:
         raise A3DError(f"{path}: line 1: header lacks column(s) {', '.join(missing)} "
                        f"(expected DeepLesion's {len(COLUMNS)} columns)")
-    col_index = [header.index(c) for c in COLUMNS]
-    nfields = len(header)
-
     try:
         rows: list[list[str]] = list(reader)
     except csv.Error as e:
@@ -244,32 +256,36 @@ def _read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
     if n_text_lines == len(rows) + 1 and all(rows):
         lines = list(range(2, len(rows) + 2))  # one row per line (DeepLesion's case)
     else:  # blank lines or quoted newlines: recover each row's first line
-        reader = csv.reader(io.StringIO(text, newline=""))
-        next(reader)
-        rows, lines = [], []
-        line = reader.line_num
-        for row in reader:
-            start = line + 1
-            line = reader.line_num
-            if row:
-                rows.append(row)
-                lines.append(start)
-    if len(set(map(len, rows))) > 1 or (rows and len(rows[0]) != nfields):
+        rows, lines = _rows_with_lines(text)
+    if len(set(map(len, rows))) > 1 or (rows and len(rows[0]) != len(header)):
         for row, ln in zip(rows, lines):
-            if len(row) != nfields:
-                raise A3DError(f"{path}: line {ln}: expected {nfields} fields, got {len(row)}")
-    n = len(rows)
-    if n == 0:
-        return []
+            if len(row) != len(header):
+                raise A3DError(f"{path}: line {ln}: expected {len(header)} fields, got {len(row)}")
+    if not rows:
+        return {}, []
     cols = list(zip(*rows))
-    col = {name: cols[i] for name, i in zip(COLUMNS, col_index)}
+    return {name: cols[header.index(name)] for name in COLUMNS}, lines
 
-    vec = {name: _parse_vector_column(path, name, col[name], lines, k) for name, k in _VECTORS.items()}
-    ints = {name: _parse_int_column(path, name, col[name], lines) for name in _INTS}
+
+def _rows_with_lines(text: str) -> tuple[list[list[str]], list[int]]:
+    """Non-empty rows after the header and the 1-based line each starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    rows, lines = [], []
+    line = reader.line_num
+    for row in reader:
+        start = line + 1
+        line = reader.line_num
+        if row:
+            rows.append(row)
+            lines.append(start)
+    return rows, lines
+
+
+def _check_values(path, lines, col, vec, ints) -> None:
+    """Range checks of the parsed columns; the first bad row raises, naming line and column."""
     for name, arr in vec.items():
         _first_bad(path, lines, ~np.isfinite(arr).all(1), name, lambda i: "expected finite numbers")
-
-    recist = vec["Measurement_coordinates"]
     box = vec["Bounding_boxes"]
     _first_bad(path, lines, box[:, 2] < box[:, 0], "Bounding_boxes",
                lambda i: f"x2 < x1 in {col['Bounding_boxes'][i]!r} (expected x1, y1, x2, y2)")
@@ -297,59 +313,58 @@ def _read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
     _first_bad(path, lines, (size <= 0).any(1) | (size != np.round(size)).any(1), "Image_size",
                lambda i: f"expected two positive integers, got {col['Image_size'][i]!r}")
 
-    ages = col["Patient_age"]
+
+def _parse_ages(path, ages, lines) -> list[float | None]:
     try:
-        age_list: list[float | None] = [float(a) if a else None for a in ages]
+        return [float(a) if a else None for a in ages]
     except ValueError:
-        age_list = []
-        for i, a in enumerate(ages):
-            a = a.strip()
-            try:
-                age_list.append(float(a) if a else None)
-            except ValueError:
-                raise _err(path, lines[i], "Patient_age", f"expected a number or empty, got {a!r}") from None
+        pass
+    out: list[float | None] = []
+    for i, a in enumerate(ages):
+        a = a.strip()
+        try:
+            out.append(float(a) if a else None)
+        except ValueError:
+            raise _err(path, lines[i], "Patient_age", f"expected a number or empty, got {a!r}") from None
+    return out
 
-    patient = ints["Patient_index"].tolist()
-    study = ints["Study_index"].tolist()
-    series = ints["Series_ID"].tolist()
-    keyl = key.tolist()
-    names = col["File_name"]
+
+def _check_file_names(path, lines, names, ints) -> None:
+    """Each File_name must be <patient>_<study>_<series>_<slice>.png of its own index columns."""
+    patient, study = ints["Patient_index"].tolist(), ints["Study_index"].tolist()
+    series, keyl = ints["Series_ID"].tolist(), ints["Key_slice_index"].tolist()
     expected = [f"{p:06d}_{s:02d}_{se:02d}_{k:03d}.png" for p, s, se, k in zip(patient, study, series, keyl)]
-    if expected != list(names):
-        for i, (fn, ex) in enumerate(zip(names, expected)):
-            if fn == ex:
-                continue
-            m = _FILE_RE.match(fn)
-            if m is None:
-                raise _err(path, lines[i], "File_name",
-                           f"expected <patient>_<study>_<series>_<slice>.png, got {fn!r}")
-            p, s, se, k = map(int, m.groups())
-            if p != patient[i] or s != study[i] or se != series[i] or k != keyl[i]:
-                raise _err(path, lines[i], "File_name",
-                           f"{fn!r} disagrees with Patient_index/Study_index/Series_ID/Key_slice_index "
-                           f"({patient[i]}, {study[i]}, {series[i]}, {keyl[i]})")
+    if expected == list(names):
+        return
+    for i, (fn, ex) in enumerate(zip(names, expected)):
+        if fn == ex:
+            continue
+        m = _FILE_RE.match(fn)
+        if m is None:
+            raise _err(path, lines[i], "File_name", f"expected <patient>_<study>_<series>_<slice>.png, got {fn!r}")
+        p, s, se, k = map(int, m.groups())
+        if p != patient[i] or s != study[i] or se != series[i] or k != keyl[i]:
+            raise _err(path, lines[i], "File_name",
+                       f"{fn!r} disagrees with Patient_index/Study_index/Series_ID/Key_slice_index "
+                       f"({patient[i]}, {study[i]}, {series[i]}, {keyl[i]})")
 
-    recist32 = (recist - 1).astype(np.float32)
-    box32 = (box - 1).astype(np.float32)
-    diam32 = vec["Lesion_diameters_Pixel_"].astype(np.float32)
-    loc32 = vec["Normalized_lesion_location"].astype(np.float32)
-    spacing32 = spacing.astype(np.float32)
-    srange_l = list(zip(srange[:, 0].astype(np.int64).tolist(), srange[:, 1].astype(np.int64).tolist()))
-    size_l = list(zip(size[:, 0].astype(np.int64).tolist(), size[:, 1].astype(np.int64).tolist()))
-    win = vec["DICOM_windows"]
-    win_l = list(zip(win[:, 0].tolist(), win[:, 1].tolist()))
-    ltype_l = ltype.tolist()
-    noisy_l = noisy.astype(bool).tolist()
-    split_l = split.tolist()
-    genders = col["Patient_gender"]
 
-    return [
-        LesionRecord(ln, fn, pa, st, se, k, rc, bx, dm, lc, lt, nz, sr, sp, sz, wn,
-                     g.strip(), ag, spl)
-        for ln, fn, pa, st, se, k, rc, bx, dm, lc, lt, nz, sr, sp, sz, wn, g, ag, spl in zip(
-            lines, names, patient, study, series, keyl, recist32, box32, diam32, loc32, ltype_l, noisy_l,
-            srange_l, spacing32, size_l, win_l, genders, age_list, split_l)
-    ]
+def _records(lines, col, vec, ints, ages) -> list[LesionRecord]:
+    """The checked columns as LesionRecords (pixel coordinates made 0-based)."""
+    srange, size, win = vec["Slice_range"], vec["Image_size"], vec["DICOM_windows"]
+    columns = (
+        lines, col["File_name"], ints["Patient_index"].tolist(), ints["Study_index"].tolist(),
+        ints["Series_ID"].tolist(), ints["Key_slice_index"].tolist(),
+        (vec["Measurement_coordinates"] - 1).astype(np.float32), (vec["Bounding_boxes"] - 1).astype(np.float32),
+        vec["Lesion_diameters_Pixel_"].astype(np.float32), vec["Normalized_lesion_location"].astype(np.float32),
+        ints["Coarse_lesion_type"].tolist(), ints["Possibly_noisy"].astype(bool).tolist(),
+        list(zip(srange[:, 0].astype(np.int64).tolist(), srange[:, 1].astype(np.int64).tolist())),
+        vec["Spacing_mm_px_"].astype(np.float32),
+        list(zip(size[:, 0].astype(np.int64).tolist(), size[:, 1].astype(np.int64).tolist())),
+        list(zip(win[:, 0].tolist(), win[:, 1].tolist())),
+        [g.strip() for g in col["Patient_gender"]], ages, ints["Train_Val_Test"].tolist(),
+    )
+    return [LesionRecord(*fields) for fields in zip(*columns)]
 
 
 def select_split(records: Iterable[LesionRecord], split: str) -> list[LesionRecord]:
@@ -399,8 +414,6 @@ def format_dl_info_row(
 
 def write_dl_info(path: str | os.PathLike, rows: Iterable[Sequence[str]]) -> None:
     """Write a DL_info.csv (header + rows) atomically."""
-    from a3d.io import atomic_path
-
     buf = io.StringIO(newline="")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)

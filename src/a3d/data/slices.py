@@ -1,9 +1,10 @@
-"""Reading CT slices (16-bit PNG or the slice cache), 2-mm neighbour interpolation and intensity mapping.
+"""Reading CT slices (16-bit PNG or the slice cache), neighbour interpolation and intensity mapping.
 
 Conventions (docs/data.md):
 - A DeepLesion PNG stores ``HU + 32768`` as uint16; :func:`read_png_hu` returns int16 HU.
-- Neighbours are normalised to 2 mm: output offset ``j`` in ``-(D-1)/2 .. (D-1)/2`` wants position
-  ``key + j * 2 / slice_interval`` (slice units), clamped to the stored range (Slice_range
+- Neighbours are ``spacing_mm`` apart (``data.context_spacing_mm``, the paper's 2 mm): output offset
+  ``j`` in ``-(D-1)/2 .. (D-1)/2`` wants position ``key + j * spacing_mm / slice_interval`` (slice
+  units), clamped to the stored range (Slice_range
   intersected with the files present); the two stored slices around it are blended with weights
   ``1 - f`` and ``f`` (``f`` the fractional part), computed per offset.
 - A neighbour file that is absent from the folder is replaced by the key slice (warning logged once
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from a3d.errors import A3DError
+from a3d.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,6 @@ def read_png_hu(path: str | os.PathLike) -> np.ndarray:
 
 def write_png_hu(path: str | os.PathLike, hu: np.ndarray) -> None:
     """Write int HU as a DeepLesion 16-bit PNG (HU + 32768), atomically."""
-    from a3d.io import atomic_path
-
     v = np.clip(np.asarray(hu).astype(np.int32) + HU_OFFSET, 0, 65535).astype(np.uint16)
     ok, buf = cv2.imencode(".png", v, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:  # pragma: no cover
@@ -95,18 +95,18 @@ def write_png_hu(path: str | os.PathLike, hu: np.ndarray) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def neighbour_positions(key: int, slice_interval: float, depth: int, spacing_mm: float = 2.0) -> np.ndarray:
-    """Wanted positions (slice units) of the ``depth`` output slices, ``spacing_mm`` apart, centred on ``key``."""
-    if depth < 1 or depth % 2 == 0:
-        raise A3DError(f"slices must be an odd number >= 1, got {depth}")
+def neighbour_positions(key: int, slice_interval: float, slices: int, spacing_mm: float = 2.0) -> np.ndarray:
+    """Wanted positions (slice units) of the ``slices`` output slices, ``spacing_mm`` apart, centred on ``key``."""
+    if slices < 1 or slices % 2 == 0:
+        raise A3DError(f"slices must be an odd number >= 1, got {slices}")
     if not slice_interval > 0:
         raise A3DError(f"slice interval must be positive, got {slice_interval}")
-    half = (depth - 1) // 2
+    half = (slices - 1) // 2
     step = float(spacing_mm) / float(slice_interval)
     return np.array([round(key + j * step, 6) for j in range(-half, half + 1)], dtype=np.float64)
 
 
-def interpolation_plan(key: int, slice_interval: float, depth: int, first: int, last: int,
+def interpolation_plan(key: int, slice_interval: float, slices: int, first: int, last: int,
                        spacing_mm: float = 2.0) -> list[tuple[int, int, float]]:
     """Per output offset: (lower slice, upper slice, weight of the upper slice).
 
@@ -114,7 +114,7 @@ def interpolation_plan(key: int, slice_interval: float, depth: int, first: int, 
     Each offset has its own weight (the authors' code reused the first offset's weights).
     """
     plan = []
-    for p in neighbour_positions(key, slice_interval, depth, spacing_mm):
+    for p in neighbour_positions(key, slice_interval, slices, spacing_mm):
         p = min(max(p, float(first)), float(last))
         lo = int(math.floor(p))
         w = p - lo
@@ -162,9 +162,9 @@ class PngSource:
 _warned: set[str] = set()
 
 
-def load_stack(source, series_dir: str, key: int, slice_interval: float, depth: int,
+def load_stack(source, series_dir: str, key: int, slice_interval: float, slices: int,
                slice_range: Sequence[int], spacing_mm: float = 2.0) -> np.ndarray:
-    """(depth, H, W) float32 HU stack around ``key`` (``spacing_mm`` apart, linearly interpolated).
+    """(slices, H, W) float32 HU stack around ``key`` (``spacing_mm`` apart, linearly interpolated).
 
     ``source`` has ``stored(series_dir) -> set of slice numbers``, ``read(series_dir, n) -> int16 HU``
     and ``describe(series_dir, n) -> str`` (file name for messages).
@@ -175,7 +175,7 @@ def load_stack(source, series_dir: str, key: int, slice_interval: float, depth: 
     first, last = int(slice_range[0]), int(slice_range[1])
     present = [s for s in stored if first <= s <= last]
     first, last = max(first, min(present)), min(last, max(present))
-    plan = interpolation_plan(key, slice_interval, depth, first, last, spacing_mm)
+    plan = interpolation_plan(key, slice_interval, slices, first, last, spacing_mm)
     cache: dict[int, np.ndarray] = {}
 
     def get(n: int) -> np.ndarray:
@@ -195,7 +195,7 @@ def load_stack(source, series_dir: str, key: int, slice_interval: float, depth: 
         return a
 
     key_img = get(key)
-    out = np.empty((depth,) + key_img.shape, dtype=np.float32)
+    out = np.empty((slices,) + key_img.shape, dtype=np.float32)
     for d, (lo, hi, w) in enumerate(plan):
         a = get(lo)
         if a.shape != key_img.shape:

@@ -4,29 +4,33 @@
   the stored config, weights loaded with ``torch.load(weights_only=True)``.
 - :func:`predict_dataset`: model + dataset -> ``list[ImagePredictions]`` in the original image's
   pixel coordinates (the dataset's resize undone), one per key slice, in dataset order.
-- :func:`predict_split`: checkpoint + data root + split -> predictions (``a3d eval`` uses it).
+- :func:`split_dataset`: Config + data root + split -> the DeepLesionDataset the model reads
+  (its slices, image size and context spacing; no masks).
+- :func:`predict_split`: checkpoint path + data root + split -> predictions.
 - :func:`evaluate_dataset`: predictions + the dataset's ground truth -> FROC result.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from a3d.boxes import rescale_boxes
 from a3d.config import Config, config_from_dict
+from a3d.data.dataset import DeepLesionDataset, collate
 from a3d.engine.checkpoint import load_checkpoint, load_model_state
 from a3d.engine.distributed import resolve_device
+from a3d.evaluation.froc import FROCResult, froc
+from a3d.evaluation.predictions import ImagePredictions
+from a3d.models.detector import build_detector
 
 
 def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
     """(detector in eval mode on ``device``, its Config) from an ``a3d train`` checkpoint."""
-    from a3d.models.detector import build_detector
-
     ckpt = load_checkpoint(checkpoint_path)
     cfg = config_from_dict(ckpt["config"], f"{checkpoint_path} (stored config)")
     model = build_detector(cfg.model, pretrained=False)
@@ -35,26 +39,11 @@ def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = 
     return model.to(device).eval(), cfg
 
 
-def _unscale_boxes(boxes: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """Boxes in a resized image's pixel coordinates -> the original image's (pixel-centre convention)."""
-    (h, w), (oh, ow) = from_hw, to_hw
-    if (h, w) == (oh, ow):
-        return boxes
-    sx, sy = w / ow, h / oh
-    out = boxes.astype(np.float64).copy()
-    out[:, 0::2] = (out[:, 0::2] + 0.5) / sx - 0.5
-    out[:, 1::2] = (out[:, 1::2] + 0.5) / sy - 0.5
-    return out
-
-
 @torch.no_grad()
 def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str | torch.device | None = None,
                     workers: int = 0, amp: Optional[torch.dtype] = None, progress: bool = False,
-                    keep_masks: bool = False) -> list:
+                    keep_masks: bool = False) -> list[ImagePredictions]:
     """Detections for every sample of ``dataset`` (a DeepLesionDataset) as ImagePredictions."""
-    from a3d.data import collate
-    from a3d.evaluation.predictions import ImagePredictions
-
     model = getattr(model, "module", model)
     was_training = model.training
     model.eval()
@@ -87,7 +76,7 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
             orig = (h, w)
             if records is not None:
                 orig = tuple(int(v) for v in records[i][0].image_size)
-            boxes = _unscale_boxes(boxes, (h, w), orig)
+            boxes = rescale_boxes(boxes, (h, w), orig)
             masks = det["masks"].cpu().numpy() if keep_masks and "masks" in det else None
             out.append(ImagePredictions(image_id=t["image_id"], boxes=boxes, scores=scores, masks=masks))
             i += 1
@@ -102,27 +91,25 @@ def ground_truth_boxes(dataset) -> list[np.ndarray]:
     return [np.stack([r.box for r in group]).astype(np.float64) for group in dataset.records]
 
 
-def evaluate_dataset(preds: Sequence, dataset):
+def evaluate_dataset(preds: Sequence[ImagePredictions], dataset) -> FROCResult:
     """DeepLesion FROC of ``preds`` (in dataset order) against the dataset's ground truth."""
-    from a3d.evaluation.froc import froc
-
     gt = ground_truth_boxes(dataset)
     return froc([p.boxes for p in preds], [p.scores for p in preds], gt)
 
 
-def predict_split(checkpoint, data_root: str | os.PathLike, split: str = "val", batch_size: int = 2,
-                  device: str | torch.device = "auto", workers: int = 0, progress: bool = False,
-                  keep_masks: bool = False) -> list:
-    """Predictions of a checkpoint (path, or an already loaded ``(model, config)``) on a split of
-    the DeepLesion-layout dataset at ``data_root`` (images resized as in training; boxes returned in
-    original pixel coordinates)."""
-    from a3d.data import DeepLesionDataset
+def split_dataset(cfg: Config, data_root: str | os.PathLike, split: str) -> DeepLesionDataset:
+    """A split of the DeepLesion-layout dataset at ``data_root`` as the model of ``cfg`` reads it:
+    ``cfg.model.slices`` context slices ``cfg.data.context_spacing_mm`` apart, resized to
+    ``cfg.data.size``; no masks (evaluation needs only boxes)."""
+    return DeepLesionDataset(data_root, split=split, slices=cfg.model.slices, size=cfg.data.size, masks=False,
+                             context_spacing_mm=cfg.data.context_spacing_mm)
 
-    if isinstance(checkpoint, (str, Path, os.PathLike)):
-        model, cfg = load_model(checkpoint, device)
-    else:
-        model, cfg = checkpoint
-        model = model.to(resolve_device(device) if isinstance(device, str) else device)
-    dataset = DeepLesionDataset(data_root, split=split, slices=cfg.model.slices, size=cfg.data.size, masks=False)
-    return predict_dataset(model, dataset, batch_size=batch_size, workers=workers, progress=progress,
-                           keep_masks=keep_masks)
+
+def predict_split(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "val",
+                  batch_size: int = 2, device: str | torch.device = "auto", workers: int = 0,
+                  progress: bool = False, keep_masks: bool = False) -> list[ImagePredictions]:
+    """Predictions of the checkpoint file ``checkpoint`` on a split of the dataset at ``data_root``
+    (:func:`split_dataset`; boxes returned in the original image's pixel coordinates)."""
+    model, cfg = load_model(checkpoint, device)
+    return predict_dataset(model, split_dataset(cfg, data_root, split), batch_size=batch_size, workers=workers,
+                           progress=progress, keep_masks=keep_masks)

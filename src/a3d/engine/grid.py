@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from a3d.config import OPERATORS, Config, load_config, override_config
+from a3d.engine.checkpoint import load_checkpoint
+from a3d.engine.evaluate import load_model, predict_dataset, split_dataset
+from a3d.engine.train import train
 from a3d.errors import A3DError
+from a3d.evaluation import evaluate_predictions, ground_truth_from_records, write_evaluation, write_report
 
 PAPER_GRID = tuple(f"{op}_x{d}" for d in (3, 7) for op in OPERATORS)
 
@@ -55,12 +59,6 @@ def run_grid(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train + evaluate each config; returns {"runs": [GridRun...], "report": {kind: path}}."""
-    from a3d.data import DeepLesionDataset
-    from a3d.engine.evaluate import load_model, predict_dataset
-    from a3d.engine.checkpoint import load_checkpoint
-    from a3d.engine.train import train
-    from a3d.evaluation import evaluate_predictions, ground_truth_from_records, write_evaluation, write_report
-
     names = list(configs or PAPER_GRID)
     cfgs = [grid_config(n, preset, overrides) for n in names]  # all validated before anything runs
     out = Path(out_dir)
@@ -77,8 +75,8 @@ def run_grid(
         if not done:
             log(f"grid: {'resuming' if resume else 'training'} {cfg.name} -> {run_dir}")
             train(cfg, run_dir, resume=resume, progress=progress, log=log)
-        model, cfg_run = load_model(run_dir / "best.pt", cfg.train.device)
-        ds = DeepLesionDataset(cfg.data.root, split=split, slices=cfg.model.slices, size=cfg.data.size, masks=False)
+        model, _ = load_model(run_dir / "best.pt", cfg.train.device)
+        ds = split_dataset(cfg, cfg.data.root, split)
         preds = predict_dataset(model, ds, batch_size=cfg.train.val_batch_size)
         gt = ground_truth_from_records(ds.lesions, split)
         run = {"name": cfg.name, "operator": cfg.model.operator, "slices": cfg.model.slices}

@@ -12,12 +12,11 @@ from a3d.evaluation.breakdown import (
     breakdowns,
     diameter_bins,
 )
+from a3d.evaluation.bootstrap import bootstrap_ci, bootstrap_sensitivities
 from a3d.evaluation.froc import (
     DEFAULT_FPS,
     Classification,
     FROCResult,
-    bootstrap_ci,
-    bootstrap_sensitivities,
     classify,
     froc,
     froc_from_classification,
@@ -44,13 +43,7 @@ from a3d.evaluation.metrics import (
     write_metrics,
 )
 from a3d.evaluation.predictions import ImagePredictions, load_predictions, save_predictions
-
-
-def write_report(run_dirs, out_dir):
-    """See :func:`a3d.evaluation.report.write_report` (imported lazily: it draws with matplotlib)."""
-    from a3d.evaluation.report import write_report as _write_report
-
-    return _write_report(run_dirs, out_dir)
+from a3d.evaluation.report import write_report
 
 
 __all__ = [

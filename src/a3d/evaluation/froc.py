@@ -42,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
+from a3d.boxes import box_iou, box_iou_pairs
 from a3d.errors import A3DError
 
 DEFAULT_FPS: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16)
@@ -49,19 +50,7 @@ DEFAULT_FPS: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16)
 
 def iou_inclusive(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one box (4,) against boxes (G, 4), x1 y1 x2 y2, inclusive pixels (w = x2 - x1 + 1)."""
-    box = np.asarray(box, dtype=np.float64)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return _pair_iou(np.broadcast_to(box, boxes.shape), boxes)
-
-
-def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of a (K, 4) and b (K, 4), inclusive pixels."""
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
-    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
-    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
-    return inter / (area_a + area_b - inter)
+    return box_iou(box, boxes, inclusive=True)[0]
 
 
 @dataclass
@@ -183,14 +172,9 @@ def _as_boxes(b, what: str, i: int) -> np.ndarray:
     return a
 
 
-def classify(
-    pred_boxes: Sequence,
-    pred_scores: Sequence,
-    gt_boxes: Sequence,
-    iou_threshold: float = 0.5,
-    gt_ignore: Sequence | None = None,
-) -> Classification:
-    """Classify every prediction as hit (with how many boxes), false positive or neither."""
+def _checked_inputs(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Sequence, gt_ignore: Sequence | None):
+    """Per image: predicted boxes (N_i, 4), scores (N_i,), ground-truth boxes (G_i, 4) and ignore flags
+    (G_i,), as float64 / bool arrays; A3DError naming the image for anything malformed."""
     n_img = len(gt_boxes)
     if len(pred_boxes) != n_img or len(pred_scores) != n_img:
         raise A3DError(
@@ -208,40 +192,53 @@ def classify(
             raise A3DError(f"predictions of image {i}, box {int(np.nonzero(~np.isfinite(s))[0][0])}: score is not finite")
         ps.append(s)
     if gt_ignore is None:
-        ign = [np.zeros(len(g), dtype=bool) for g in gb]
-    else:
-        if len(gt_ignore) != n_img:
-            raise A3DError(f"froc: gt_ignore has {len(gt_ignore)} entries for {n_img} images")
-        ign = [np.asarray(m, dtype=bool).reshape(-1) for m in gt_ignore]
-        for i, (m, g) in enumerate(zip(ign, gb)):
-            if m.shape[0] != g.shape[0]:
-                raise A3DError(f"froc: gt_ignore of image {i} has {m.shape[0]} flags for {g.shape[0]} boxes")
+        return pb, ps, gb, [np.zeros(len(g), dtype=bool) for g in gb]
+    if len(gt_ignore) != n_img:
+        raise A3DError(f"froc: gt_ignore has {len(gt_ignore)} entries for {n_img} images")
+    ign = [np.asarray(m, dtype=bool).reshape(-1) for m in gt_ignore]
+    for i, (m, g) in enumerate(zip(ign, gb)):
+        if m.shape[0] != g.shape[0]:
+            raise A3DError(f"froc: gt_ignore of image {i} has {m.shape[0]} flags for {g.shape[0]} boxes")
+    return pb, ps, gb, ign
 
+
+def _same_image_pairs(img: np.ndarray, n_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (prediction, box of its image) pair, grouped by prediction: (prediction index, flat box
+    index); ``img`` is each prediction's image, ``n_box`` the boxes per image."""
+    gt_start = np.concatenate([[0], np.cumsum(n_box)[:-1]]).astype(np.int64)
+    per = n_box[img]
+    pair_pred = np.repeat(np.arange(img.shape[0]), per)
+    first = np.repeat(np.cumsum(per) - per, per)
+    pair_gt = np.repeat(gt_start[img], per) + (np.arange(pair_pred.shape[0]) - first)
+    return pair_pred, pair_gt
+
+
+def classify(
+    pred_boxes: Sequence,
+    pred_scores: Sequence,
+    gt_boxes: Sequence,
+    iou_threshold: float = 0.5,
+    gt_ignore: Sequence | None = None,
+) -> Classification:
+    """Classify every prediction as hit (with how many boxes), false positive or neither."""
+    pb, ps, gb, ign = _checked_inputs(pred_boxes, pred_scores, gt_boxes, gt_ignore)
+    n_img = len(gb)
     n_pred = np.array([len(s) for s in ps], dtype=np.int64)
     n_box = np.array([len(g) for g in gb], dtype=np.int64)
     boxes = np.concatenate(pb) if n_img else np.zeros((0, 4))
     scores = np.concatenate(ps) if n_img else np.zeros(0)
-    img_of_pred = np.repeat(np.arange(n_img), n_pred)
     all_gt = np.concatenate(gb) if n_img else np.zeros((0, 4))
     all_ign = np.concatenate(ign) if n_img else np.zeros(0, dtype=bool)
-    gt_start = np.concatenate([[0], np.cumsum(n_box)[:-1]]).astype(np.int64) if n_img else np.zeros(0, np.int64)
 
     # Stable sort of -score: ties keep concatenation order = image order, then within-image order.
     order = np.argsort(-scores, kind="stable")
-    boxes, scores, img = boxes[order], scores[order], img_of_pred[order]
+    boxes, scores, img = boxes[order], scores[order], np.repeat(np.arange(n_img), n_pred)[order]
     P = len(order)
 
-    # All (prediction, box of its image) pairs, grouped by prediction in sorted order.
-    per = n_box[img]
-    pair_pred = np.repeat(np.arange(P), per)
-    first = np.repeat(np.cumsum(per) - per, per)
-    pair_gt = np.repeat(gt_start[img], per) + (np.arange(pair_pred.shape[0]) - first)
-    iou = _pair_iou(boxes[pair_pred], all_gt[pair_gt])
-    over = iou >= iou_threshold
-
-    overlapping = np.zeros(P, dtype=bool)
-    overlapping[pair_pred[over]] = True
-    is_fp = ~overlapping
+    pair_pred, pair_gt = _same_image_pairs(img, n_box)
+    over = box_iou_pairs(boxes[pair_pred], all_gt[pair_gt], inclusive=True) >= iou_threshold
+    is_fp = np.ones(P, dtype=bool)
+    is_fp[pair_pred[over]] = False
 
     op, og = pair_pred[over], pair_gt[over]
     counted = ~all_ign[og]
@@ -327,119 +324,3 @@ def froc(
     sensitivities are NaN. See the module docstring for the exact protocol.
     """
     return froc_from_classification(classify(pred_boxes, pred_scores, gt_boxes, iou_threshold, gt_ignore), fps)
-
-
-def bootstrap_sensitivities(
-    c: Classification,
-    fps: Sequence[float] = DEFAULT_FPS,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    rows_per_chunk: int = 256,
-) -> np.ndarray:
-    """Sensitivities at ``fps`` for ``n_bootstrap`` resamples of the images (with replacement).
-
-    Returns (n_bootstrap, len(fps)). Resample b draws N images uniformly with replacement
-    (``np.random.default_rng(seed).integers(0, N, size=(n_bootstrap, N))``, row b); image i then
-    appears w_i times. Its FROC is that of the pooled predictions with every prediction repeated
-    w_i times: per-prediction classes are per image, so they do not change, and false positives and
-    hits are the classes weighted by w. The copies of one prediction are processed together, which
-    equals evaluating the duplicated image list exactly whenever no two scores tie.
-
-    Uses the step form of the interpolation (module docstring, step 4): the sensitivity at x is the
-    weighted hits before the first false positive that takes the weighted FP count above
-    floor(x * N). That false positive is found in two stages: FPs are grouped in blocks of ~sqrt(F);
-    one matrix product gives every resample's FP weight per block, a cumulative sum and a
-    ``searchsorted`` find the block, and a cumulative sum inside that block finds the FP.
-    """
-    fps_arr = np.asarray(fps, dtype=np.float64)
-    N = c.n_images
-    B = int(n_bootstrap)
-    out = np.full((B, fps_arr.size), np.nan)
-    if N == 0 or B <= 0:
-        return out
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, N, size=(B, N))
-    draws += np.arange(B, dtype=draws.dtype)[:, None] * N
-    W = np.bincount(draws.ravel(), minlength=B * N).reshape(B, N).astype(np.float64)
-    del draws
-    G = W @ c.n_gt.astype(np.float64)  # (B,) lesions per resample
-    limits = np.floor(fps_arr * N)  # the FP weight allowed at each x
-    Q = limits.size
-
-    hit_pos = np.nonzero(c.new_hits)[0]
-    H = hit_pos.size
-    # (N, H) would be large; hits are few (at most the lesions), so weight them by gathering.
-    hit_img, hit_n = c.image[hit_pos], c.new_hits[hit_pos].astype(np.float64)
-    fp_pos = np.nonzero(c.is_fp)[0]
-    F = fp_pos.size
-    hits_before_fp = np.searchsorted(hit_pos, fp_pos)  # hit events strictly before each FP event
-    if F:
-        K = max(16, int(np.sqrt(F)) + 1)  # block size
-        nblk = -(-F // K)
-        fp_img = np.full(nblk * K, N, dtype=np.int64)  # padding points at a zero-weight column
-        fp_img[:F] = c.image[fp_pos]
-        blk = np.arange(F) // K
-        M = np.bincount(fp_img[:F] * nblk + blk, minlength=N * nblk).reshape(N, nblk).astype(np.float64)
-        fp_blocks = fp_img.reshape(nblk, K)
-
-    for s in range(0, B, rows_per_chunk):
-        w = W[s : s + rows_per_chunk]
-        b = w.shape[0]
-        cum_h = np.zeros((b, H + 1))
-        if H:
-            np.cumsum(w[:, hit_img] * hit_n, axis=1, out=cum_h[:, 1:])
-        if F:
-            per_blk = w @ M  # (b, nblk) FP weight per block
-            cum_blk = np.cumsum(per_blk, axis=1)
-            span = float(max(cum_blk[:, -1].max(), limits.max())) + 1.0
-            off = np.arange(b)[:, None] * span
-            # blocks entirely within the limit, per row and x
-            kb = np.searchsorted((cum_blk + off).ravel(), (off + limits[None, :]).ravel(), side="right")
-            kb = kb.reshape(b, Q) - np.arange(b)[:, None] * nblk
-            inside = kb >= nblk  # the whole FP list is within the limit: all hits count
-            kbc = np.minimum(kb, nblk - 1)
-            before = np.take_along_axis(cum_blk - per_blk, kbc, axis=1)  # FP weight before the block
-            w_ext = np.concatenate([w, np.zeros((b, 1))], axis=1)
-            ev = fp_blocks[kbc]  # (b, Q, K) image of each FP in the block
-            cw = before[..., None] + np.cumsum(np.take_along_axis(w_ext[:, None, :], ev, axis=2), axis=2)
-            j = (cw <= limits[None, :, None]).sum(axis=2)  # FPs of the block within the limit
-            e = np.minimum(kbc * K + j, F - 1)  # the FP that crosses the limit
-            idx = np.where(inside, H, hits_before_fp[e])
-        else:
-            idx = np.full((b, Q), H)
-        hits = np.take_along_axis(cum_h, idx, axis=1)
-        g = G[s : s + b, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[s : s + b] = np.where(g > 0, hits / np.where(g > 0, g, 1.0), np.nan)
-    return out
-
-
-def bootstrap_ci(
-    c: Classification,
-    fps: Sequence[float] = DEFAULT_FPS,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict:
-    """Percentile bootstrap CI over images: {"level", "n_bootstrap", "seed", "average", "sensitivity"}.
-
-    ``average`` is [low, high] for the mean of the first four sensitivities; ``sensitivity`` one
-    [low, high] per FP rate. Resamples whose sensitivity is undefined (no lesion drawn) are skipped.
-    """
-    samples = bootstrap_sensitivities(c, fps, n_bootstrap, seed)
-    avg = samples[:, :4].mean(axis=1)
-    lo, hi = 50 * (1 - level), 50 * (1 + level)
-
-    def pct(v: np.ndarray) -> list[float | None]:
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return [None, None]
-        return [float(np.percentile(v, lo)), float(np.percentile(v, hi))]
-
-    return {
-        "level": float(level),
-        "n_bootstrap": int(n_bootstrap),
-        "seed": int(seed),
-        "average": pct(avg),
-        "sensitivity": [pct(samples[:, j]) for j in range(samples.shape[1])],
-    }

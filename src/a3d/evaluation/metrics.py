@@ -30,6 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
+from a3d import __version__
 from a3d.errors import A3DError
 from a3d.evaluation.breakdown import (
     DEFAULT_DIAMETER_THRESHOLDS,
@@ -37,9 +38,11 @@ from a3d.evaluation.breakdown import (
     LESION_TYPES,
     breakdowns,
 )
-from a3d.evaluation.froc import DEFAULT_FPS, bootstrap_ci, classify, froc_from_classification, sensitivity_at
+from a3d.evaluation.bootstrap import bootstrap_ci
+from a3d.evaluation.froc import DEFAULT_FPS, classify, froc_from_classification, sensitivity_at
 from a3d.evaluation.groundtruth import SPLIT_NAMES, GroundTruth
-from a3d.evaluation.predictions import ImagePredictions
+from a3d.evaluation.plots import curve_from_metrics, plot_froc
+from a3d.evaluation.predictions import ImagePredictions, save_predictions
 from a3d.io import write_text_atomic
 
 FORMAT = "a3d-metrics"
@@ -123,8 +126,6 @@ def evaluate_predictions(
         per_image = capped
     c = classify([p[0] for p in per_image], [p[1] for p in per_image], [im.boxes for im in gt.images], iou_threshold)
     r = froc_from_classification(c, fps)
-    from a3d import __version__
-
     m: dict = {
         "format": FORMAT,
         "version": VERSION,
@@ -244,9 +245,6 @@ def write_evaluation(
 ) -> dict[str, Path]:
     """Write everything ``a3d eval`` produces into ``out_dir``: predictions.json, predictions.csv,
     metrics.json, metrics.md, froc.png, froc.svg. Returns {kind: path}."""
-    from a3d.evaluation.plots import curve_from_metrics, plot_froc
-    from a3d.evaluation.predictions import save_predictions
-
     out = Path(out_dir)
     paths = {
         "predictions": save_predictions(out / "predictions.json", preds),

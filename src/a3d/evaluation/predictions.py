@@ -195,5 +195,8 @@ def _parse_csv(text: str, src: str) -> list[ImagePredictions]:
     return [ImagePredictions(iid, np.array(b).reshape(-1, 4), np.array(s)) for iid, (b, s) in groups.items()]
 
 
-def empty_predictions(image_ids: Iterable[str]) -> list[ImagePredictions]:
-    return [ImagePredictions(i, np.zeros((0, 4)), np.zeros(0)) for i in image_ids]
+def complete_predictions(preds: Iterable[ImagePredictions], image_ids: Iterable[str]) -> list[ImagePredictions]:
+    """One entry per id of ``image_ids``, in that order: its entry in ``preds``, or an empty one
+    (no boxes, no scores) for an image nothing was predicted on."""
+    by_id = {p.image_id: p for p in preds}
+    return [by_id[i] if i in by_id else ImagePredictions(i, np.zeros((0, 4)), np.zeros(0)) for i in image_ids]

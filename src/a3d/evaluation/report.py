@@ -17,6 +17,7 @@ from typing import Sequence
 
 from a3d.errors import A3DError
 from a3d.evaluation.metrics import read_metrics
+from a3d.evaluation.plots import curve_from_metrics, plot_froc
 from a3d.io import write_text_atomic
 
 OPERATOR_ORDER = ("none", "i3d", "p3d", "acs", "tsm", "alignshift", "a3d")
@@ -106,8 +107,6 @@ def write_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     Returns {"markdown": ..., "png": ..., "svg": ...}. A3DError names a run whose metrics are
     missing or malformed.
     """
-    from a3d.evaluation.plots import curve_from_metrics, plot_froc
-
     rows = load_runs(run_dirs)
     out = Path(out_dir)
     md = out / "report.md"

@@ -9,15 +9,17 @@ stride 4.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
+from a3d.converter import convert
 from a3d.errors import A3DError
+from a3d.models.weights import resolve_pretrained
 
 OUT_CHANNELS = 512
 _KEEP = ("conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2", "transition2",
@@ -47,12 +49,12 @@ class DenseNet3dBackbone(nn.Module):
 
     out_channels = OUT_CHANNELS
 
-    def __init__(self, features: nn.Sequential, operator: str, depth: int):
+    def __init__(self, features: nn.Sequential, operator: str, slices: int):
         super().__init__()
         self.operator = operator
-        self.depth = depth
+        self.slices = slices
         self.features = features
-        self.squeeze = nn.ModuleList(nn.Conv3d(c, c, (depth, 1, 1), bias=False) for c in _STAGE_CHANNELS)
+        self.squeeze = nn.ModuleList(nn.Conv3d(c, c, (slices, 1, 1), bias=False) for c in _STAGE_CHANNELS)
         self.lateral = nn.ModuleList(nn.Conv2d(c, OUT_CHANNELS, 1) for c in _STAGE_CHANNELS)
         for m in self.squeeze:
             nn.init.kaiming_normal_(m.weight)
@@ -68,9 +70,9 @@ class DenseNet3dBackbone(nn.Module):
                 m.memory_efficient = bool(enabled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5 or x.shape[1] != 1 or x.shape[2] != self.depth:
+        if x.dim() != 5 or x.shape[1] != 1 or x.shape[2] != self.slices:
             raise A3DError(
-                f"densenet121_3d({self.operator!r}, depth={self.depth}): expected input (B, 1, {self.depth}, H, W), "
+                f"densenet121_3d({self.operator!r}, slices={self.slices}): expected input (B, 1, {self.slices}, H, W), "
                 f"got {tuple(x.shape)}"
             )
         stages = []
@@ -103,20 +105,7 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def hub_densenet121_path() -> str:
-    """The DenseNet-121 ImageNet checkpoint in the torch hub cache (never downloads)."""
-    ckpt_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
-    found = sorted(glob.glob(os.path.join(ckpt_dir, "densenet121-*.pth")))
-    if not found:
-        raise A3DError(
-            f"pretrained='hub': no densenet121-*.pth in the torch hub cache {ckpt_dir!r}; download "
-            "torchvision's DenseNet121_Weights.IMAGENET1K_V1 there, or pass the file path"
-        )
-    return found[-1]
-
-
-def _load_2d(tv_model: nn.Module, pretrained: str) -> None:
-    path = hub_densenet121_path() if pretrained == "hub" else str(pretrained)
+def _load_2d(tv_model: nn.Module, path: str) -> None:
     sd = _read_state_dict(path)
     if not any(k.startswith("features.") for k in sd):  # a bare features state dict
         sd = {f"features.{k}": v for k, v in sd.items()}
@@ -138,26 +127,24 @@ def _load_2d(tv_model: nn.Module, pretrained: str) -> None:
     tv_model.load_state_dict({k: sd[k] for k in wanted}, strict=False)
 
 
-def densenet121_3d(name: str, depth: int, pretrained: str | os.PathLike | None = None,
+def densenet121_3d(name: str, slices: int, pretrained: str | os.PathLike | None = None,
                    checkpoint: bool = False) -> DenseNet3dBackbone:
-    """The 3D DenseNet-121 backbone with operator ``name`` for ``depth`` slices.
+    """The 3D DenseNet-121 backbone with operator ``name`` for ``slices`` context slices.
 
-    ``pretrained``: path to a torchvision DenseNet-121 state dict (old-style "norm.1" key names are
-    fixed as torchvision does), ``"hub"`` for ``densenet121-*.pth`` in the torch hub cache, or None
-    (random init). ``checkpoint``: gradient checkpointing of the dense layers (AlignShift's
+    ``pretrained`` (see :func:`a3d.models.weights.resolve_pretrained`): None or "none" (random init),
+    "imagenet" / "hub" for torchvision's ``densenet121-a639ec97.pth`` in the torch hub cache, or the
+    path of a torchvision DenseNet-121 state dict (old-style "norm.1" key names are fixed as
+    torchvision does). ``checkpoint``: gradient checkpointing of the dense layers (AlignShift's
     thickness, stored by ``set_thickness``, is seen by the recomputation).
     """
-    import torchvision
-
-    from a3d.converter import convert
-
     tv = torchvision.models.densenet121(weights=None)
-    if pretrained is not None:
-        _load_2d(tv, os.fspath(pretrained) if not isinstance(pretrained, str) else pretrained)
+    weights = resolve_pretrained(pretrained)
+    if weights is not None:
+        _load_2d(tv, weights)
     features = nn.Sequential()
     for k in _KEEP:
         features.add_module(k, getattr(tv.features, k))
-    features3d = convert(features, name, depth, fuse=_fuse_dense_layers, first_conv="green", inplace=True)
-    model = DenseNet3dBackbone(features3d, str(name).lower(), int(depth))
+    features3d = convert(features, name, slices, fuse=_fuse_dense_layers, first_conv="green", inplace=True)
+    model = DenseNet3dBackbone(features3d, str(name).lower(), int(slices))
     model.set_checkpointing(checkpoint)
     return model

@@ -21,7 +21,6 @@ the RPN / RoI heads the key slice's geometry. Outputs are in input pixel coordin
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -42,10 +41,9 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from a3d.config import ModelConfig
 from a3d.errors import A3DError
+from a3d.models.backbone import densenet121_3d
+from a3d.models.weights import resolve_pretrained  # re-exported: engine/train.py checks the weights early
 from a3d.ops import set_thickness
-
-# torchvision's ImageNet DenseNet-121 file name in the torch hub cache (<hub dir>/checkpoints/).
-IMAGENET_DENSENET121 = "densenet121-a639ec97.pth"
 
 
 def dice_mask_loss(
@@ -232,45 +230,16 @@ class NarrowRPNHead(RPNHead):
         self.conv = nn.Sequential(nn.Sequential(conv, nn.ReLU(inplace=True)))
 
 
-def resolve_pretrained(value: str) -> Optional[str]:
-    """``model.pretrained`` -> what the backbone takes: None, or a state-dict file path.
+def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) -> A3DDetector:
+    """The A3D detector for ``model_cfg``.
 
-    "none": random init. "imagenet": torchvision's DenseNet-121 in the torch hub cache. Else a path.
-    Never downloads: a missing file is an A3DError saying where to put it.
+    ``pretrained=False`` skips loading ImageNet weights whatever ``model_cfg.pretrained`` says (used
+    when the weights come from a checkpoint anyway).
     """
-    v = value.strip()
-    if v.lower() in ("none", "", "random"):
-        return None
-    if v.lower() in ("imagenet", "hub"):
-        path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_DENSENET121
-        if not path.is_file():
-            raise A3DError(
-                f"model.pretrained = {value!r}: ImageNet DenseNet-121 weights not found at {path}; put "
-                f"torchvision's {IMAGENET_DENSENET121} there (or set TORCH_HOME), give its path with "
-                "model.pretrained=/path/to/densenet121.pth, or set model.pretrained=none for random init"
-            )
-        return str(path)
-    path = Path(v).expanduser()
-    if not path.is_file():
-        raise A3DError(f"model.pretrained = {value!r}: no such file (expected a torchvision densenet121 "
-                       "state dict, 'imagenet' or 'none')")
-    return str(path)
-
-
-def build_detector(model_cfg: ModelConfig | dict, pretrained: Optional[bool] = None) -> A3DDetector:
-    """The A3D detector for ``model_cfg`` (an :class:`a3d.config.ModelConfig` or its dict).
-
-    ``pretrained=False`` skips loading ImageNet weights whatever the config says (used when the
-    weights come from a checkpoint anyway).
-    """
-    if isinstance(model_cfg, dict):
-        from a3d.config import config_from_dict
-
-        model_cfg = config_from_dict({"model": model_cfg}, "model config").model
+    if not isinstance(model_cfg, ModelConfig):
+        raise TypeError(f"build_detector: expected an a3d.config.ModelConfig, got {type(model_cfg).__name__}")
     m = model_cfg
-    from a3d.models.backbone import densenet121_3d
-
-    weights = resolve_pretrained(m.pretrained) if pretrained is not False else None
+    weights = m.pretrained if pretrained is not False else None
     backbone = densenet121_3d(m.operator, m.slices, pretrained=weights, checkpoint=m.checkpointing)
     channels = backbone.out_channels
 

@@ -1,0 +1,55 @@
+"""Reading whole CT scans for inference: DICOM series, NIfTI files, DeepLesion PNG series.
+
+Every reader returns a :class:`Scan`: the volume in Hounsfield units brought to one canonical
+axial orientation, plus the geometry needed to map anything found in it back to the input file
+(voxel indices) and to the patient (physical LPS millimetres, as ITK and DICOM use). Modules:
+``files`` (which kind of input a path is), ``geometry`` (:class:`Scan`), ``dicom``, ``nifti``,
+``png`` (the readers); :func:`read_scan` picks the reader.
+
+Canonical orientation (``CANONICAL = "LPS"``): the SimpleITK image is re-oriented with
+``DICOMOrient(image, "LPS")`` so that, for an axial acquisition, the direction matrix is the
+identity in LPS. In the numpy array ``hu[z, y, x]``:
+
+- ``x`` (columns) runs from the patient's right to the patient's left: image left = patient right,
+  as radiologists view axial slices;
+- ``y`` (rows) runs from anterior to posterior: image top = anterior;
+- ``z`` (slices) runs from inferior to superior: slice 0 is the lowest (feet side).
+
+Oblique acquisitions keep their (permuted, sign-corrected) direction cosines; the physical
+coordinates reported always come from the image geometry, so they stay correct.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from a3d.data.scans.dicom import SeriesInfo, list_dicom_series, read_dicom_series
+from a3d.data.scans.files import NIFTI_SUFFIXES, classify_input, is_nifti, scan_entries, scan_name
+from a3d.data.scans.geometry import CANONICAL, Scan
+from a3d.data.scans.nifti import read_nifti
+from a3d.data.scans.png import DL_PNG_OFFSET, parse_spacing, read_deeplesion_png
+from a3d.errors import A3DError
+
+__all__ = [
+    "CANONICAL", "DL_PNG_OFFSET", "NIFTI_SUFFIXES", "Scan", "SeriesInfo", "classify_input", "is_nifti",
+    "list_dicom_series", "parse_spacing", "read_deeplesion_png", "read_dicom_series", "read_nifti", "read_scan",
+    "scan_entries", "scan_name",
+]
+
+
+def read_scan(
+    path: str | os.PathLike,
+    series_uid: str | None = None,
+    spacing: Sequence[float] | None = None,
+    dl_info: str | os.PathLike | None = None,
+) -> Scan:
+    """Read any supported single-scan input (not a batch folder)."""
+    kind = classify_input(path)
+    if kind == "nifti":
+        return read_nifti(path)
+    if kind == "dicom":
+        return read_dicom_series(path, series_uid)
+    if kind == "deeplesion-png":
+        return read_deeplesion_png(path, spacing=spacing, dl_info=dl_info)
+    raise A3DError(f"{path}: folder holds several scans; read them one by one (batch mode)")

@@ -1,0 +1,112 @@
+"""NIfTI files (.nii, .nii.gz) -> :class:`Scan`, with the header checks ITK leaves out."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from a3d.data.scans.files import scan_name
+from a3d.data.scans.geometry import Scan, _sitk, finish_scan
+from a3d.errors import A3DError
+
+
+def read_nifti(path: str | os.PathLike) -> Scan:
+    sitk = _sitk()
+    path = Path(path)
+    if not os.access(path, os.R_OK):
+        raise A3DError(f"{path}: file cannot be read (permission denied)")
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.SetImageIO("NiftiImageIO")
+        reader.ReadImageInformation()
+        dim = reader.GetDimension()
+        size = reader.GetSize()
+        img = reader.Execute()
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "rror" in ln or "annot" in ln), first[-1] if first else "")
+        raise A3DError(f"{path}: not a readable NIfTI file ({detail[:160]})") from e
+    if dim == 4 and size[3] == 1:
+        img = img[:, :, :, 0]
+    elif dim > 3:
+        raise A3DError(f"{path}: {dim}-D NIfTI of size {tuple(size)}; expected a single 3D CT volume")
+    _check_nifti_complete(path, img)
+    hdr = _nifti_header(path)
+    warnings = []
+    if hdr is not None:
+        pixdim, qform, sform = hdr
+        if any(not (p > 0) for p in pixdim[: min(dim, 3)]):
+            raise A3DError(f"{path}: NIfTI header has no voxel spacing (pixdim {list(pixdim[:3])}); expected positive spacing in mm")
+        if qform <= 0 and sform <= 0:
+            warnings.append(f"{path}: NIfTI header has no orientation (qform_code = sform_code = 0); axes assumed as stored")
+    scan = finish_scan(img, str(path), "nifti", scan_name(path))
+    scan.warnings[:0] = warnings
+    return scan
+
+
+def _check_nifti_complete(path: Path, img) -> None:
+    """ITK reads a truncated NIfTI (gzip or not) without complaint, padding it: check the length."""
+    total = 0
+    try:
+        if str(path).lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                while True:
+                    chunk = f.read(1 << 22)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+        else:
+            total = os.path.getsize(path)
+    except (OSError, EOFError, zlib.error) as e:
+        raise A3DError(f"{path}: corrupt or truncated NIfTI file ({type(e).__name__}: {str(e)[:120]})") from e
+    hdr = _nifti_raw(path)
+    if hdr is not None:
+        vox_offset, nbytes = hdr
+        if total < vox_offset + nbytes:
+            raise A3DError(f"{path}: truncated NIfTI file ({total} bytes of image data, expected {int(vox_offset + nbytes)})")
+
+
+def _nifti1_header(path: Path):
+    """(raw 348-byte NIfTI-1 header, struct byte-order prefix), or None (unreadable, NIfTI-2, other)."""
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read(348)
+    except (OSError, EOFError):
+        return None
+    if len(raw) < 348:
+        return None
+    for end in ("<", ">"):
+        if struct.unpack(end + "i", raw[:4])[0] == 348:
+            return raw, end
+    return None
+
+
+def _nifti_raw(path: Path):
+    """(vox_offset, voxel data bytes) from a NIfTI-1 header, or None."""
+    found = _nifti1_header(path)
+    if found is None:
+        return None
+    raw, end = found
+    dims = struct.unpack(end + "8h", raw[40:56])
+    bitpix = struct.unpack(end + "h", raw[72:74])[0]
+    vox_offset = struct.unpack(end + "f", raw[108:112])[0]
+    n = 1
+    for d in dims[1 : 1 + max(0, min(dims[0], 7))]:
+        n *= max(int(d), 1)
+    return float(vox_offset), n * max(int(bitpix), 0) // 8
+
+
+def _nifti_header(path: Path):
+    """(pixdim[1:4], qform_code, sform_code) from a NIfTI-1 header (ITK replaces zero pixdims by 1)."""
+    found = _nifti1_header(path)
+    if found is None:
+        return None  # NIfTI-2 or unknown: trust ITK
+    raw, end = found
+    pixdim = struct.unpack(end + "8f", raw[76:108])[1:4]
+    qform, sform = struct.unpack(end + "hh", raw[252:256])
+    return pixdim, qform, sform
