@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from a3d.config import Config, DataConfig
+from a3d.data import DeepLesionDataset, collate
+from a3d.data.transforms import TrainTransform
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -91,16 +93,14 @@ def train_transform(d: DataConfig):
     horizontal flip, then shift/scale/rotate with probability ``augment_p``), or None."""
     if not d.flip and not d.augment:
         return None
-    from a3d.data.transforms import TrainTransform
-
     return TrainTransform(flip_p=0.5 if d.flip else 0.0, shift=d.shift, scale=d.scale, rotate=d.rotate,
                           p=d.augment_p if d.augment else 0.0)
 
 
-def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None):
-    from a3d.data import DeepLesionDataset
-
+def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None) -> DeepLesionDataset:
+    """The ``split`` of ``cfg.data.root`` as the model sees it (training augmentation if ``train``)."""
     d = cfg.data
+    # TODO(lead): pass context_spacing_mm=d.context_spacing_mm once DeepLesionDataset accepts it
     return DeepLesionDataset(
         d.root,
         split=split,
@@ -114,8 +114,7 @@ def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None
 
 def make_train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int, workers: int,
                       shuffle: bool = True) -> tuple[DataLoader, EpochSampler]:
-    from a3d.data import collate
-
+    """This rank's loader of ``(images, targets)`` batches, and its sampler (call ``set_epoch``)."""
     sampler = EpochSampler(len(dataset), batch_size, seed, rank, world_size, shuffle=shuffle)
     loader = DataLoader(
         SeededDataset(dataset),
