@@ -56,6 +56,8 @@ class EpochSampler(Sampler):
     a multiple of ``world_size * batch_size``, every ``world_size``-th element from ``rank``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        if n < 1:
+            raise ValueError("EpochSampler: no samples (an epoch of 0 samples cannot be padded to a batch)")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.epoch = 0
