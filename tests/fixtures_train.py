@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from a3d.config import load_config
-from a3d.engine.train import set_cpu_threads, train
+from a3d.engine.runtime import set_cpu_threads
+from a3d.engine.train import train
 
 
 def small_overrides(root) -> list[str]:

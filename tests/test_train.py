@@ -15,7 +15,8 @@ from a3d.config import config_from_dict, load_config, override_config
 from a3d.engine.checkpoint import FORMAT, load_checkpoint, load_model_state
 from a3d.engine.evaluate import load_model, predict_split
 from a3d.engine.grid import run_grid
-from a3d.engine.train import TrainingDiverged, WarmupStepSchedule, scaled_lr, train
+from a3d.engine.schedule import WarmupStepSchedule, scaled_lr
+from a3d.engine.train import TrainingDiverged, train
 from a3d.errors import A3DError
 from a3d.evaluation import ImagePredictions
 from a3d.models import build_detector

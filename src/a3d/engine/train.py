@@ -25,18 +25,15 @@ total batch is refused.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
-from a3d.config import Config, config_to_dict, diff, to_toml
+from a3d.config import Config, config_to_dict, diff
 from a3d.engine.checkpoint import (
     check_same_batch,
     load_for_resume,
@@ -46,10 +43,18 @@ from a3d.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from a3d.engine.distributed import DistInfo, all_reduce_mean, broadcast_object, cleanup, gather_objects, init_distributed
+from a3d.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    broadcast_object,
+    cleanup,
+    gather_objects,
+    init_distributed,
+)
 from a3d.engine.evaluate import evaluate_dataset, predict_dataset
 from a3d.engine.loader import make_dataset, make_train_loader
 from a3d.engine.run_outputs import RunOutputs
+from a3d.engine.runtime import amp_dtype, seed_everything, set_cpu_threads
 from a3d.engine.schedule import (
     TimeBudget,
     WarmupStepSchedule,
@@ -60,8 +65,9 @@ from a3d.engine.schedule import (
 from a3d.errors import A3DError
 from a3d.models.detector import build_detector, resolve_pretrained
 
-__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "amp_dtype", "scaled_lr", "seed_everything",
-           "set_cpu_threads", "train", "WarmupStepSchedule"]
+# seed_everything and set_cpu_threads are imported from here by a3d.engine.demo (their home: runtime)
+__all__ = ["Position", "TrainResult", "Trainer", "TrainingDiverged", "seed_everything", "set_cpu_threads", "train",
+           "validation_record"]
 
 
 class TrainingDiverged(A3DError):
@@ -89,37 +95,6 @@ class Position:
     history: list = field(default_factory=list)  # validation records
     best_metric: float = -1.0  # best validation average sensitivity (-1: none yet)
     last_saved: Optional[int] = None  # iteration of the last checkpoint written by this process
-
-
-def amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """``train.amp`` -> the autocast dtype (None: full precision)."""
-    if mode == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_cpu_threads(requested: int, device: torch.device, log: Callable[[str], None] = print,
-                    processes: int = 1) -> int:
-    """Torch CPU threads: ``requested`` if > 0; auto: torch's default, split among ``processes``
-    training processes on CPU, and 1 when the machine is already busy (load average >= cores):
-    OpenMP threads competing with other processes slow training down up to ~10x."""
-    if requested > 0:
-        torch.set_num_threads(requested)
-    elif device.type == "cpu" and processes > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
-    elif device.type == "cpu" and hasattr(os, "getloadavg"):
-        cores = os.cpu_count() or 1
-        if cores > 1 and os.getloadavg()[0] >= cores and torch.get_num_threads() > 1:
-            torch.set_num_threads(1)
-            log(f"note: the CPUs are busy (load {os.getloadavg()[0]:.1f} on {cores} cores): using 1 thread "
-                "(set train.threads to override)")
-    return torch.get_num_threads()
 
 
 def _quiet(_: str) -> None:
@@ -198,17 +173,7 @@ class Trainer:
         self.pos = Position(total=run_length(t, self.ipe))
         if resumed is not None and not diff(resumed[1], cfg, "train"):
             self.pos.total = int(resumed[0].get("total_iters", self.pos.total))  # a time-budget cap included
-
-        self.model = build_detector(cfg.model, pretrained=None if resumed is None else False).to(self.device)
-        if info.distributed and self.device.type == "cuda" and t.sync_bn:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        base_lr = scaled_lr(cfg, info.world_size)
-        self.optimizer = torch.optim.SGD(self.params, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        self.schedule = WarmupStepSchedule(self.optimizer, base_lr, t.warmup_iters, t.warmup_factor,
-                                           lr_step_iterations(t, self.pos.total), t.lr_gamma)
-        self.amp = amp_dtype(t.amp, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self._build_model(pretrained=None if resumed is None else False)
         if resumed is not None:
             self._restore(*resumed)
         self.ddp = self.model
@@ -237,6 +202,20 @@ class Trainer:
         self.loader, self.sampler = make_train_loader(train_dataset, t.batch_size, t.seed, self.info.rank,
                                                       self.info.world_size, cfg.data.workers)
         self.ipe = self.sampler.batches_per_epoch
+
+    def _build_model(self, pretrained: Optional[bool]) -> None:
+        """Detector, SGD, lr schedule and AMP scaler (``pretrained=False``: weights come from a checkpoint)."""
+        t, info = self.t, self.info
+        self.model = build_detector(self.cfg.model, pretrained=pretrained).to(self.device)
+        if info.distributed and self.device.type == "cuda" and t.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        base_lr = scaled_lr(self.cfg, info.world_size)
+        self.optimizer = torch.optim.SGD(self.params, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.schedule = WarmupStepSchedule(self.optimizer, base_lr, t.warmup_iters, t.warmup_factor,
+                                           lr_step_iterations(t, self.pos.total), t.lr_gamma)
+        self.amp = amp_dtype(t.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
 
     def _restore(self, ckpt: dict, stored: Config) -> None:
         check_same_batch(ckpt, stored, self.last_path, self.ipe, self.info.world_size, self.t.batch_size)
