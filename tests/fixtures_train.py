@@ -11,6 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+from a3d.config import load_config
+from a3d.engine.runtime import set_cpu_threads
+from a3d.engine.train import train
 
 
 def small_overrides(root) -> list[str]:
@@ -33,15 +38,11 @@ def small_overrides(root) -> list[str]:
 
 
 def small_config(root, *overrides: str):
-    from a3d.config import load_config
-
     return load_config("tiny", [*small_overrides(root), *overrides])
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(synth_root, tmp_path_factory) -> Path:
-    from a3d.engine.train import train
-
     cfg = small_config(synth_root, "train.max_iters=2")
     run = tmp_path_factory.mktemp("tiny_run") / "run"
     train(cfg, run, progress=False, log=lambda s: None)
@@ -51,10 +52,6 @@ def tiny_checkpoint(synth_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cpu_threads():
     """Torch CPU threads by the trainer's heuristic (1 when the CPUs are already busy), restored after."""
-    import torch
-
-    from a3d.engine.train import set_cpu_threads
-
     before = torch.get_num_threads()
     set_cpu_threads(0, torch.device("cpu"), lambda s: None)
     yield torch.get_num_threads()

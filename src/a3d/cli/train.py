@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from a3d.config import apply_overrides, config_from_dict, load_config
+from a3d.errors import A3DError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a detector from a config (TOML file or packaged name)",
@@ -23,8 +26,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from a3d.config import config_from_dict, load_config, apply_overrides
-    from a3d.errors import A3DError
+    # a3d.engine imports torch: loaded when the command runs, not when `a3d --help` builds the parser
+    from a3d.engine.checkpoint import load_checkpoint
+    from a3d.engine.train import train
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # `a3d train --resume --out RUN key=value`: no config given
@@ -33,15 +37,11 @@ def run(args) -> int:
     if config is None or (args.resume and config == "-"):
         if not (args.resume and args.out):
             raise A3DError("train: give a CONFIG (or --resume --out RUN_DIR to reuse the run's stored config)")
-        from a3d.engine.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(Path(args.out) / "last.pt")
         cfg = config_from_dict(apply_overrides(ckpt["config"], overrides), f"{args.out}/last.pt + overrides")
     else:
         cfg = load_config(config, overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    from a3d.engine.train import train
-
     res = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if res.last_checkpoint is not None:
         best = f", best val average sensitivity {res.best_metric:.4f}" if res.best_metric >= 0 else ""

@@ -13,6 +13,9 @@ Keys (format 1):
 - ``best_metric``: best validation average sensitivity so far (float, -1 if none)
 
 Writes are atomic (temp file + rename), so a killed run leaves the previous checkpoint intact.
+
+Resuming (:func:`load_for_resume`, :func:`check_same_batch`) refuses a checkpoint of another model
+config or another total batch with a one-line A3DError.
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ import os
 import random
 from pathlib import Path
 
+from typing import Callable
+
 import numpy as np
 import torch
 
+from a3d import __version__
+from a3d.config import Config, config_from_dict, diff
 from a3d.errors import A3DError
 from a3d.io import atomic_path
 
@@ -33,8 +40,6 @@ REQUIRED = ("format", "a3d_version", "config", "model", "epoch", "iteration")
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Atomically ``torch.save`` ``state`` (with ``format`` and ``a3d_version`` filled in) to ``path``."""
-    from a3d import __version__
-
     state = {"format": FORMAT, "a3d_version": __version__, **state}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -60,6 +65,46 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if missing:
         raise A3DError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return ckpt
+
+
+# ---------------------------------------------------------------------------------- resume
+
+# train.* keys that may change on resume without a note (they do not change what is learnt)
+_FREE_ON_RESUME = ("train.epochs", "train.max_iters", "train.checkpoint_every", "train.val_every",
+                   "train.log_every", "train.device")
+
+
+def load_for_resume(path: Path, cfg: Config, log: Callable[[str], None] = print) -> tuple[dict, Config]:
+    """(checkpoint, the config stored in it) of a run's ``last.pt``, to continue training with ``cfg``.
+
+    Refused when ``path`` is missing or holds another model config (naming the differing keys);
+    other schedule differences are noted through ``log``.
+    """
+    if not path.is_file():
+        raise A3DError(f"--resume: {path} not found (nothing to resume in {path.parent})")
+    ckpt = load_checkpoint(path)
+    stored = config_from_dict(ckpt["config"], f"{path} (stored config)")
+    changed = diff(stored, cfg, "model")
+    if changed:
+        raise A3DError(f"{path}: checkpoint from another model config (differs in {', '.join(changed)}); "
+                       "resume with the run's own config or start a new --out folder")
+    noted = [k for k in diff(stored, cfg, "train") if k not in _FREE_ON_RESUME]
+    if noted:
+        log(f"resume: note: config differs from the checkpoint's in {', '.join(noted)}")
+    return ckpt, stored
+
+
+def check_same_batch(ckpt: dict, stored: Config, path: Path, iters_per_epoch: int, world_size: int,
+                     batch_size: int) -> None:
+    """Refuse to resume with another total batch (world size x batch size) or epoch length: the
+    position in the epoch and the data order would not carry over."""
+    ck_ipe = int(ckpt.get("iters_per_epoch", iters_per_epoch))
+    ck_world = int(ckpt.get("world_size", world_size))
+    ck_batch = stored.train.batch_size
+    if ck_ipe != iters_per_epoch or ck_world * ck_batch != world_size * batch_size:
+        raise A3DError(f"{path}: the checkpoint was taken with {ck_world} process(es) x train.batch_size "
+                       f"{ck_batch} ({ck_ipe} iterations per epoch), here {world_size} x {batch_size} "
+                       f"({iters_per_epoch}); resume with the same world size and batch size")
 
 
 # ------------------------------------------------------------------------------------ RNG

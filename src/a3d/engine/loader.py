@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from a3d.config import Config, DataConfig
+from a3d.data import DeepLesionDataset, collate
+from a3d.data.transforms import TrainTransform
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -54,6 +56,8 @@ class EpochSampler(Sampler):
     a multiple of ``world_size * batch_size``, every ``world_size``-th element from ``rank``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        if n < 1:
+            raise ValueError("EpochSampler: no samples (an epoch of 0 samples cannot be padded to a batch)")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.epoch = 0
@@ -91,21 +95,19 @@ def train_transform(d: DataConfig):
     horizontal flip, then shift/scale/rotate with probability ``augment_p``), or None."""
     if not d.flip and not d.augment:
         return None
-    from a3d.data.transforms import TrainTransform
-
     return TrainTransform(flip_p=0.5 if d.flip else 0.0, shift=d.shift, scale=d.scale, rotate=d.rotate,
                           p=d.augment_p if d.augment else 0.0)
 
 
-def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None):
-    from a3d.data import DeepLesionDataset
-
+def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None) -> DeepLesionDataset:
+    """The ``split`` of ``cfg.data.root`` as the model sees it (training augmentation if ``train``)."""
     d = cfg.data
     return DeepLesionDataset(
         d.root,
         split=split,
         slices=cfg.model.slices,
         size=d.size,
+        context_spacing_mm=d.context_spacing_mm,
         transform=train_transform(d) if train else None,
         masks=(d.masks and cfg.model.mask) if masks is None else masks,
         mask_dir=d.mask_dir,
@@ -114,8 +116,7 @@ def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None
 
 def make_train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int, workers: int,
                       shuffle: bool = True) -> tuple[DataLoader, EpochSampler]:
-    from a3d.data import collate
-
+    """This rank's loader of ``(images, targets)`` batches, and its sampler (call ``set_epoch``)."""
     sampler = EpochSampler(len(dataset), batch_size, seed, rank, world_size, shuffle=shuffle)
     loader = DataLoader(
         SeededDataset(dataset),

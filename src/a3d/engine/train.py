@@ -1,7 +1,10 @@
 """The training loop: SGD with warm-up and step decay, AMP, DDP, checkpoints, validation, resume.
 
 ``train(cfg, out_dir, resume=False)`` runs one process, or one rank of ``torchrun --nproc_per_node N``
-(DistributedDataParallel, SyncBatchNorm on GPU, gloo on CPU). Run folder layout::
+(DistributedDataParallel, SyncBatchNorm on GPU, gloo on CPU). It reads like torchvision's detection
+reference: a :class:`Trainer` is set up (and restored from ``last.pt`` on resume), then each epoch is
+:meth:`Trainer.train_one_epoch` followed by :meth:`Trainer.end_epoch` (validation when due,
+best-checkpoint tracking, ``last.pt``). Run folder layout::
 
     RUN_DIR/config.toml   the resolved config
     RUN_DIR/last.pt       latest checkpoint (each epoch and every train.checkpoint_every iterations)
@@ -9,38 +12,63 @@
     RUN_DIR/history.json  validation FROC after each epoch
     RUN_DIR/tb/           TensorBoard logs (rank 0)
 
+Collectives: every rank takes the same decisions from the config and the iteration alone, so every
+collective (loss all-reduce, time-budget broadcast, validation broadcast, RNG gather) is reached by
+every rank in the same order. Validation runs on rank 0; its record is broadcast, so all ranks hold
+the same history.
+
 Faults: a NaN/inf loss raises :class:`TrainingDiverged` (an A3DError naming the iteration) before the
 optimizer step, so ``last.pt`` stays the last good state; a killed run loses only the work since its
-last checkpoint (writes are atomic); resuming with another model structure or checkpoint format is
-refused.
+last checkpoint (writes are atomic); resuming with another model structure, checkpoint format or
+total batch is refused.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
-from a3d.config import Config, config_from_dict, config_to_dict, diff, to_toml
-from a3d.engine import distributed as D
+from a3d.config import Config, config_to_dict, diff
 from a3d.engine.checkpoint import (
-    load_checkpoint,
+    check_same_batch,
+    load_for_resume,
     load_model_state,
     model_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from a3d.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    broadcast_object,
+    cleanup,
+    gather_objects,
+    init_distributed,
+)
+from a3d.engine.evaluate import evaluate_dataset, predict_dataset
+from a3d.engine.loader import make_dataset, make_train_loader
+from a3d.engine.run_outputs import RunOutputs
+from a3d.engine.runtime import amp_dtype, seed_everything, set_cpu_threads
+from a3d.engine.schedule import (
+    TimeBudget,
+    WarmupStepSchedule,
+    lr_step_iterations,
+    run_length,
+    scaled_lr,
+)
 from a3d.errors import A3DError
-from a3d.io import write_text_atomic
+from a3d.models.detector import build_detector
+from a3d.models.weights import resolve_pretrained
+
+# seed_everything and set_cpu_threads are imported from here by a3d.engine.demo (their home: runtime)
+__all__ = ["Position", "TrainResult", "Trainer", "TrainingDiverged", "seed_everything", "set_cpu_threads", "train",
+           "validation_record"]
 
 
 class TrainingDiverged(A3DError):
@@ -59,77 +87,29 @@ class TrainResult:
     seconds: float = 0.0
 
 
-class WarmupStepSchedule:
-    """lr(it) = base x warm-up factor x gamma^(steps passed); a pure function of the iteration.
+@dataclass
+class Position:
+    """Where the run stands: what a checkpoint carries besides the model/optimizer/RNG states."""
 
-    Linear warm-up from ``warmup_factor`` x base over ``warmup_iters``; ``step_iters`` are the
-    iterations after which the rate is multiplied by ``gamma``.
-    """
-
-    def __init__(self, optimizer, base_lr: float, warmup_iters: int, warmup_factor: float,
-                 step_iters: list[int], gamma: float):
-        self.optimizer, self.base_lr = optimizer, base_lr
-        self.warmup_iters, self.warmup_factor = warmup_iters, warmup_factor
-        self.step_iters, self.gamma = list(step_iters), gamma
-        self.iteration = 0
-
-    def lr_at(self, it: int) -> float:
-        lr = self.base_lr * self.gamma ** sum(it >= s for s in self.step_iters)
-        if it < self.warmup_iters:
-            lr *= self.warmup_factor + (1 - self.warmup_factor) * it / self.warmup_iters
-        return lr
-
-    def apply(self, it: int) -> float:
-        self.iteration = it
-        lr = self.lr_at(it)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        return lr
-
-    def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "base_lr": self.base_lr, "step_iters": list(self.step_iters)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.iteration = int(state["iteration"])
+    iteration: int = 0  # optimizer steps done
+    total: int = 0  # iterations of the whole run
+    history: list = field(default_factory=list)  # validation records
+    best_metric: float = -1.0  # best validation average sensitivity (-1: none yet)
+    last_saved: Optional[int] = None  # iteration of the last checkpoint written by this process
 
 
-def amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    if mode == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_cpu_threads(requested: int, device: torch.device, log: Callable[[str], None] = print,
-                    processes: int = 1) -> int:
-    """Torch CPU threads: ``requested`` if > 0; auto: torch's default, split among ``processes``
-    training processes on CPU, and 1 when the machine is already busy (load average >= cores):
-    OpenMP threads competing with other processes slow training down up to ~10x."""
-    if requested > 0:
-        torch.set_num_threads(requested)
-    elif device.type == "cpu" and processes > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
-    elif device.type == "cpu" and hasattr(os, "getloadavg"):
-        cores = os.cpu_count() or 1
-        if cores > 1 and os.getloadavg()[0] >= cores and torch.get_num_threads() > 1:
-            torch.set_num_threads(1)
-            log(f"note: the CPUs are busy (load {os.getloadavg()[0]:.1f} on {cores} cores): using 1 thread "
-                "(set train.threads to override)")
-    return torch.get_num_threads()
-
-
-def scaled_lr(cfg: Config, world_size: int) -> float:
-    t = cfg.train
-    return t.lr * t.batch_size * world_size / t.lr_reference_batch
+def _quiet(_: str) -> None:
+    pass
 
 
 def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def _require_samples(dataset, cfg: Config, split: str, what: str) -> None:
+    if len(dataset) == 0:
+        raise A3DError(f"{cfg.data.root}: split {split!r} has no samples (no key slice of that split in "
+                       f"DL_info.csv); {what}")
 
 
 def train(
@@ -147,283 +127,289 @@ def train(
     """Train ``cfg`` into ``out_dir`` (rank 0 writes); with ``resume`` continue from ``out_dir/last.pt``.
 
     ``time_budget_s`` (the demo's): after a few timed iterations, cap the total iterations so that
-    training ends within the budget (the lr steps scale with it). ``train_dataset`` / ``val_dataset``
-    replace the config's datasets (programmatic use, tests). ``loss_hook(iteration, losses)`` may
-    replace the loss dict (fault-injection in tests).
+    training ends within the budget (the lr steps scale with it; not on resume). ``train_dataset`` /
+    ``val_dataset`` replace the config's datasets (programmatic use, tests). ``loss_hook(iteration,
+    losses)`` may replace the loss dict (fault-injection in tests).
     """
     t_start = time.time()
-    info = D.init_distributed(cfg.train.device)
+    out_dir = Path(out_dir)
+    info = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, Path(out_dir), resume, info, progress, time_budget_s, train_dataset, val_dataset, log,
-                      loss_hook, t_start)
+        main_log = log if info.is_main else _quiet
+        ckpt = None
+        if resume:
+            ckpt = load_for_resume(out_dir / "last.pt", cfg, main_log)
+        elif info.is_main and (out_dir / "last.pt").exists():
+            raise A3DError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose "
+                           "another --out")
+        trainer = Trainer(cfg, out_dir, info, ckpt, train_dataset=train_dataset, val_dataset=val_dataset,
+                          log=main_log, loss_hook=loss_hook)
+        budget = None
+        if time_budget_s is not None and trainer.pos.iteration == 0:
+            budget = TimeBudget(time_budget_s, t_start, reserve=trainer.validation_reserve())
+        trainer.fit(progress=progress, budget=budget)
+        return trainer.result(time.time() - t_start)
     finally:
-        D.cleanup(info)
+        cleanup(info)
 
 
-def _train(cfg, out_dir, resume, info, progress, time_budget_s, train_dataset, val_dataset, log, loss_hook, t_start):
-    from a3d.engine.loader import make_dataset, make_train_loader
-    from a3d.models.detector import build_detector
+class Trainer:
+    """One rank of one training run: data, model, optimizer, schedule, AMP scaler and position.
 
-    t = cfg.train
-    device = info.device
-    main = info.is_main
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    ``resumed``: ``(checkpoint, its stored config)`` from :func:`load_for_resume`, or None for a new run.
+    """
 
-    ckpt = None
-    if resume:
-        if not last_path.is_file():
-            raise A3DError(f"--resume: {last_path} not found (nothing to resume in {out_dir})")
-        ckpt = load_checkpoint(last_path)
-        stored = config_from_dict(ckpt["config"], f"{last_path} (stored config)")
-        changed = diff(stored, cfg, "model")
-        if changed:
-            raise A3DError(f"{last_path}: checkpoint from another model config (differs in {', '.join(changed)}); "
-                           "resume with the run's own config or start a new --out folder")
-        # the schedule must match for an exact resume; the stored one wins unless epochs were extended
-        sched_changed = [k for k in diff(stored, cfg, "train") if k not in ("train.epochs", "train.max_iters",
-                                                                             "train.checkpoint_every",
-                                                                             "train.val_every", "train.log_every",
-                                                                             "train.device")]
-        if sched_changed and main:
-            log(f"resume: note: config differs from the checkpoint's in {', '.join(sched_changed)}")
-    elif main and last_path.exists():
-        raise A3DError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    def __init__(self, cfg: Config, out_dir: Path, info: DistInfo, resumed: Optional[tuple[dict, Config]] = None, *,
+                 train_dataset=None, val_dataset=None, log: Callable[[str], None] = print,
+                 loss_hook: Optional[Callable[[int, dict], dict]] = None):
+        self.cfg, self.t, self.info, self.device = cfg, cfg.train, info, info.device
+        self.out_dir, self.log, self.loss_hook = out_dir, log, loss_hook
+        self.last_path, self.best_path = out_dir / "last.pt", out_dir / "best.pt"
+        t = self.t
+        if resumed is None:
+            resolve_pretrained(cfg.model.pretrained)  # a missing ImageNet file stops here, before any work
+        set_cpu_threads(t.threads, self.device, log, info.world_size)
+        seed_everything(t.seed + info.rank)
+        self._build_data(train_dataset, val_dataset)
+        self.pos = Position(total=run_length(t, self.ipe))
+        if resumed is not None and not diff(resumed[1], cfg, "train"):
+            self.pos.total = int(resumed[0].get("total_iters", self.pos.total))  # a time-budget cap included
+        self._build_model(pretrained=None if resumed is None else False)
+        if resumed is not None:
+            self._restore(*resumed)
+        self.ddp = self.model
+        if info.distributed:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.outputs: Optional[RunOutputs] = None
+        self.last_state: Optional[dict] = None  # the checkpoint last written by this process (rank 0)
 
-    if ckpt is None:
-        from a3d.models.detector import resolve_pretrained
+    # ------------------------------------------------------------------ setup
 
-        resolve_pretrained(cfg.model.pretrained)  # a missing ImageNet file stops here, before any work
-    set_cpu_threads(t.threads, device, log if main else (lambda s: None), info.world_size)
-    seed_everything(t.seed + info.rank)
+    def _build_data(self, train_dataset, val_dataset) -> None:
+        cfg, t = self.cfg, self.t
+        if train_dataset is None:
+            train_dataset = make_dataset(cfg, cfg.data.train_split, train=True)
+        _require_samples(train_dataset, cfg, cfg.data.train_split, "nothing to train on (data.train_split)")
+        # validation is decided by the config alone (the same on every rank); rank 0 runs it
+        self.validating = t.val_every > 0
+        self.val_dataset = None
+        if self.validating and self.info.is_main:
+            self.val_dataset = val_dataset
+            if val_dataset is None:
+                self.val_dataset = make_dataset(cfg, cfg.data.val_split, train=False, masks=False)
+            _require_samples(self.val_dataset, cfg, cfg.data.val_split,
+                             "nothing to validate on (data.val_split); set train.val_every=0 to train without it")
+        self.loader, self.sampler = make_train_loader(train_dataset, t.batch_size, t.seed, self.info.rank,
+                                                      self.info.world_size, cfg.data.workers)
+        self.ipe = self.sampler.batches_per_epoch
 
-    # ---- data
-    if train_dataset is None:
-        train_dataset = make_dataset(cfg, cfg.data.train_split, train=True)
-    if len(train_dataset) == 0:
-        raise A3DError(f"{cfg.data.root}: split {cfg.data.train_split!r} has no samples")
-    if val_dataset is None and t.val_every > 0 and main:
-        val_dataset = make_dataset(cfg, cfg.data.val_split, train=False, masks=False)
-    loader, sampler = make_train_loader(train_dataset, t.batch_size, t.seed, info.rank, info.world_size,
-                                        cfg.data.workers)
-    ipe = sampler.batches_per_epoch
-    total = t.epochs * ipe if t.max_iters <= 0 else min(t.max_iters, t.epochs * ipe)
-    if ckpt is not None and "total_iters" in ckpt and not diff(config_from_dict(ckpt["config"]), cfg, "train"):
-        total = int(ckpt["total_iters"])  # same schedule: keep the run's length (a time-budget cap included)
+    def _build_model(self, pretrained: Optional[bool]) -> None:
+        """Detector, SGD, lr schedule and AMP scaler (``pretrained=False``: weights come from a checkpoint)."""
+        t, info = self.t, self.info
+        self.model = build_detector(self.cfg.model, pretrained=pretrained).to(self.device)
+        if info.distributed and self.device.type == "cuda" and t.sync_bn:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        base_lr = scaled_lr(self.cfg, info.world_size)
+        self.optimizer = torch.optim.SGD(self.params, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.schedule = WarmupStepSchedule(self.optimizer, base_lr, t.warmup_iters, t.warmup_factor,
+                                           lr_step_iterations(t, self.pos.total), t.lr_gamma)
+        self.amp = amp_dtype(t.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
 
-    # ---- model, optimiser, schedule
-    model = build_detector(cfg.model, pretrained=None if ckpt is None else False).to(device)
-    if info.distributed and device.type == "cuda" and t.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    base_lr = scaled_lr(cfg, info.world_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=t.momentum, weight_decay=t.weight_decay)
-
-    def step_iters(total_iters: int) -> list[int]:
-        return [int(round(s / t.epochs * total_iters)) for s in t.lr_steps]
-
-    schedule = WarmupStepSchedule(optimizer, base_lr, t.warmup_iters, t.warmup_factor, step_iters(total), t.lr_gamma)
-    dtype = amp_dtype(t.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-    start_it, history, best_metric = 0, [], -1.0
-    if ckpt is not None:
-        if int(ckpt.get("iters_per_epoch", ipe)) != ipe or int(ckpt.get("world_size", info.world_size)) * \
-                int(config_from_dict(ckpt["config"]).train.batch_size) != info.world_size * t.batch_size:
-            raise A3DError(f"{last_path}: the checkpoint was taken with another total batch or dataset size "
-                           f"({ckpt.get('iters_per_epoch')} iterations per epoch, here {ipe}); resume with the same "
-                           "world size and batch size")
-        load_model_state(model, ckpt["model"], str(last_path))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["scheduler"])
+    def _restore(self, ckpt: dict, stored: Config) -> None:
+        check_same_batch(ckpt, stored, self.last_path, self.ipe, self.info.world_size, self.t.batch_size)
+        load_model_state(self.model, ckpt["model"], str(self.last_path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_it = int(ckpt["iteration"])
-        history = list(ckpt.get("history", []))
-        best_metric = float(ckpt.get("best_metric", -1.0))
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.pos.iteration = int(ckpt["iteration"])
+        self.pos.history = list(ckpt.get("history", []))
+        self.pos.best_metric = float(ckpt.get("best_metric", -1.0))
+        self.pos.last_saved = self.pos.iteration
         rngs = ckpt.get("rng") or []
         if rngs:
-            set_rng_state(rngs[info.rank % len(rngs)])
-        if main:
-            log(f"resumed {last_path} at iteration {start_it} (epoch {start_it // ipe + 1})")
-    ddp = model
-    if info.distributed:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            set_rng_state(rngs[self.info.rank % len(rngs)])
+        self.log(f"resumed {self.last_path} at iteration {self.pos.iteration} "
+                 f"(epoch {self.pos.iteration // self.ipe + 1})")
+
+    def validation_reserve(self) -> int:
+        """Iterations' worth of time to keep for validations (roughly 1/3 of an iteration per image)."""
+        if self.val_dataset is None:
+            return 0
+        return int(len(self.val_dataset) / 3) * max(1, self.t.epochs // max(1, self.t.val_every))
+
+    # ------------------------------------------------------------------ the run
+
+    def fit(self, progress: bool = True, budget: Optional[TimeBudget] = None) -> None:
+        """Train epoch by epoch until the run's last iteration."""
+        if self.info.is_main:
+            self.outputs = RunOutputs(self.out_dir, self.cfg, self.pos, progress, self.log)
+        self.model.train()
+        planned = self.pos.total
+        if budget is not None:
+            budget.start(self.pos.iteration)
+        try:
+            while self.pos.iteration < self.pos.total:
+                epoch = self.pos.iteration // self.ipe
+                self.train_one_epoch(epoch, budget, planned)
+                self.end_epoch()
+        finally:
+            if self.outputs is not None:
+                self.outputs.close()
+        if self.last_state is not None and not self.best_path.exists():
+            save_checkpoint(self.best_path, self.last_state)  # no validation ran: best = last
+
+    def _epoch_end(self, epoch: int) -> int:
+        return min((epoch + 1) * self.ipe, self.pos.total)
+
+    def train_one_epoch(self, epoch: int, budget: Optional[TimeBudget] = None, planned: int = 0) -> None:
+        """Iterations from the current one to the end of ``epoch`` (or of the run, if sooner), with a
+        checkpoint every ``train.checkpoint_every`` iterations inside the epoch."""
+        self.sampler.set_epoch(epoch, self.pos.iteration - epoch * self.ipe)
+        batches = iter(self.loader)
+        while self.pos.iteration < self._epoch_end(epoch):
+            images, targets = next(batches)
+            self.step(images, targets, epoch)
+            if budget is not None:
+                self._fit_to_budget(budget, planned)
+            done, every = self.pos.iteration, self.t.checkpoint_every
+            if every and done % every == 0 and done < self._epoch_end(epoch):
+                self.save_last()
+
+    def step(self, images: torch.Tensor, targets: list[dict], epoch: int) -> None:
+        """One optimizer step on this rank's batch: ``images`` (B, 1, D, H, W), ``targets`` B dicts."""
+        it = self.pos.iteration
+        lr = self.schedule.apply(it)
+        images = images.to(self.device, non_blocking=True)
+        targets = _to_device(targets, self.device)
+        thickness = torch.stack([t["thickness"] for t in targets]).to(self.device)  # (B,) mm
+        with torch.autocast(device_type=self.device.type, dtype=self.amp or torch.bfloat16,
+                            enabled=self.amp is not None):
+            losses = self.ddp(images, thickness=thickness, targets=targets)
+        if self.loss_hook is not None:
+            losses = self.loss_hook(it, losses)
+        loss = sum(losses.values())
+        # (1 + L,): the total and each loss, averaged over ranks (so every rank stops together on NaN)
+        values = all_reduce_mean(torch.stack([loss.detach().float()] + [v.detach().float() for v in losses.values()]),
+                                 self.info)
+        if not torch.isfinite(values).all():
+            raise self._diverged(values, list(losses), epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.t.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.t.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.pos.iteration = it + 1
+        if self.outputs is not None:
+            self.outputs.log_step(self.pos.iteration, dict(zip(["loss", *losses], values.tolist())), lr, epoch)
+
+    def _diverged(self, values: torch.Tensor, names: list[str], epoch: int) -> TrainingDiverged:
+        last = self.pos.last_saved
+        where = (f"the last good checkpoint is {self.last_path} (iteration {last})" if last is not None
+                 else "no checkpoint was written yet")
+        bad = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(names, values[1:]))
+        return TrainingDiverged(f"loss is {float(values[0])} at iteration {self.pos.iteration + 1} (epoch "
+                                f"{epoch + 1}; {bad}); training stopped, {where}; lower train.lr or check the data")
+
+    def _fit_to_budget(self, budget: TimeBudget, planned: int) -> None:
+        """Shorten the run to rank 0's proposal (never beyond ``planned``), the lr steps with it, unless
+        a step would then fall on an iteration already done."""
+        proposal = budget.propose(self.pos.iteration)
+        if proposal is None:
+            return
+        cap = broadcast_object(min(proposal, planned), self.info)
+        done = self.pos.iteration
+        steps = lr_step_iterations(self.t, max(done, cap))
+        if cap == self.pos.total or any(0 < s <= done for s in steps):
+            return
+        self.pos.total = max(done, cap)
+        self.schedule.step_iters = steps
+        if self.outputs is not None:
+            self.outputs.set_total(self.pos.total)
+        self.log(f"time budget: {self.pos.total} iterations ({budget.per_iteration:.2f} s/iteration)")
+
+    # ------------------------------------------------------------------ epoch end
+
+    def end_epoch(self) -> None:
+        """After an epoch (or the run's last iteration): validation when due, best-checkpoint tracking,
+        ``last.pt`` and ``history.json``."""
+        done = self.pos.iteration
+        epoch_done = -(-done // self.ipe)  # epochs begun: the last one may end early (max_iters)
+        improved = False
+        if self.validating and (epoch_done % self.t.val_every == 0 or done == self.pos.total):
+            rec = self.validate(epoch_done)
+            self.pos.history.append(rec)
+            improved = rec["val_average"] > self.pos.best_metric
+            if improved:
+                self.pos.best_metric = rec["val_average"]
+        state = self.save_last()
+        if state is not None:
+            if improved:
+                save_checkpoint(self.best_path, state)
+            self.outputs.write_history(self.pos.history)
+
+    def validate(self, epoch: int) -> dict:
+        """Rank 0 evaluates the validation split (FROC); every rank returns its record."""
+        rec = None
+        if self.info.is_main:
+            rec = validation_record(self.model, self.val_dataset, self.t.val_batch_size, self.device, self.amp,
+                                    epoch, self.pos.iteration)
+            self.outputs.log_validation(rec)
+        return broadcast_object(rec, self.info)
+
+    def checkpoint(self, rngs: list[dict]) -> dict:
+        """The checkpoint of the current state (format: :mod:`a3d.engine.checkpoint`); ``rngs``: one
+        RNG state per rank."""
+        return {
+            "config": config_to_dict(self.cfg),
+            "model": model_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "rng": rngs,
+            "epoch": self.pos.iteration // self.ipe,
+            "iteration": self.pos.iteration,
+            "iters_per_epoch": self.ipe,
+            "total_iters": self.pos.total,
+            "world_size": self.info.world_size,
+            "history": self.pos.history,
+            "best_metric": self.pos.best_metric,
+        }
+
+    def save_last(self) -> Optional[dict]:
+        """Write ``last.pt``: every rank takes part (its RNG state is gathered), rank 0 writes and gets
+        the state written; other ranks get None."""
+        rngs = gather_objects(rng_state(), self.info)
+        self.pos.last_saved = self.pos.iteration
+        if not self.info.is_main:
+            return None
+        self.last_state = self.checkpoint(rngs)
+        save_checkpoint(self.last_path, self.last_state)
+        return self.last_state
+
+    def result(self, seconds: float) -> TrainResult:
+        main = self.info.is_main
+        return TrainResult(
+            out_dir=self.out_dir,
+            iterations=self.pos.iteration,
+            epochs_done=self.pos.iteration // self.ipe,
+            last_checkpoint=self.last_path if main else None,
+            best_checkpoint=self.best_path if main else None,
+            best_metric=self.pos.best_metric,
+            history=self.pos.history,
+            seconds=seconds,
         )
 
-    # ---- outputs (rank 0)
-    writer = None
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "config.toml", to_toml(cfg))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_it if start_it else None)
-        except Exception as e:  # tensorboard missing or unwritable: train anyway
-            log(f"warning: no TensorBoard logs ({type(e).__name__}: {e})")
-
-    state = {"it": start_it, "total": total, "last_saved": None}
-
-    def save(epoch_next: int) -> None:
-        """Write last.pt (rank 0); RNG states are gathered from every rank."""
-        rngs = D.gather_objects(rng_state(), info)
-        if not main:
-            return
-        ckpt_state = {
-            "config": config_to_dict(cfg),
-            "model": model_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-            "rng": rngs,
-            "epoch": epoch_next,
-            "iteration": state["it"],
-            "iters_per_epoch": ipe,
-            "total_iters": state["total"],
-            "world_size": info.world_size,
-            "history": history,
-            "best_metric": best_metric,
-        }
-        save_checkpoint(last_path, ckpt_state)
-        state["last_saved"] = state["it"]
-        state["ckpt"] = ckpt_state
-
-    bar = None
-    if main and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start_it, desc=f"train {cfg.name}", unit="it", dynamic_ncols=True)
-
-    model.train()
-    budget_checked = time_budget_s is None or start_it > 0
-    full_total, t_five = state["total"], time.time()
-    t_loop = time.time()
-    n_epochs = math.ceil(total / ipe)
-    epoch = start_it // ipe
-    try:
-        while epoch < n_epochs and state["it"] < state["total"]:
-            sampler.set_epoch(epoch, state["it"] - epoch * ipe)
-            for images, targets in loader:
-                it = state["it"]
-                if it >= state["total"]:
-                    break
-                lr = schedule.apply(it)
-                images = images.to(device, non_blocking=True)
-                targets = _to_device(targets, device)
-                with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                    losses = ddp(images, thickness=torch.stack([t["thickness"] for t in targets]), targets=targets)
-                if loss_hook is not None:
-                    losses = loss_hook(it, losses)
-                loss = sum(losses.values())
-                values = torch.stack([loss.detach().float()] + [v.detach().float() for v in losses.values()])
-                values = D.all_reduce_mean(values, info)
-                if not torch.isfinite(values).all():
-                    where = (f"the last good checkpoint is {last_path} (iteration {state['last_saved']})"
-                             if state["last_saved"] is not None else "no checkpoint was written yet")
-                    bad = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(losses, values[1:]))
-                    raise TrainingDiverged(f"loss is {float(values[0])} at iteration {it + 1} (epoch {epoch + 1}; "
-                                           f"{bad}); training stopped, {where}; lower train.lr or check the data")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if t.clip_grad > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, t.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                state["it"] = it + 1
-                done = state["it"]
-
-                if main:
-                    if writer is not None and (done % t.log_every == 0 or done == 1):
-                        writer.add_scalar("train/loss", float(values[0]), done)
-                        for k, v in zip(losses, values[1:]):
-                            writer.add_scalar(f"train/{k}", float(v), done)
-                        writer.add_scalar("train/lr", lr, done)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{float(values[0]):.3f}", lr=f"{lr:.2e}", epoch=epoch + 1)
-                if not budget_checked and done - start_it in (5, 25):
-                    # estimate the speed after 5 iterations, then again over iterations 5-25 (steady state)
-                    if done - start_it == 5:
-                        per_it = (time.time() - t_loop) / 5
-                        t_five = time.time()
-                    else:
-                        budget_checked = True
-                        per_it = (time.time() - t_five) / 20
-                    remaining = time_budget_s - (time.time() - t_start)
-                    cap = done + max(0, int(remaining * 0.97 / per_it) - _val_reserve(per_it, val_dataset, t, ipe))
-                    cap = D.broadcast_object(min(cap, full_total), info)
-                    new_steps = step_iters(max(done, cap))
-                    if cap != state["total"] and all(s_ > done for s_ in new_steps if s_ > 0):
-                        state["total"] = max(done, cap)
-                        schedule.step_iters = new_steps
-                        if bar is not None:
-                            bar.total = state["total"]
-                            bar.refresh()
-                        if main:
-                            log(f"time budget: {state['total']} iterations ({per_it:.2f} s/iteration)")
-                    n_epochs = math.ceil(state["total"] / ipe)
-                end_of_epoch = done % ipe == 0 or done == state["total"]
-                if end_of_epoch:
-                    break
-                if t.checkpoint_every and done % t.checkpoint_every == 0:
-                    save(done // ipe)
-            done = state["it"]
-            if not (done % ipe == 0 or done == state["total"]):
-                break
-            epoch_done = (done - 1) // ipe + 1
-            if t.val_every and (epoch_done % t.val_every == 0 or done == state["total"]) and val_dataset is not None:
-                if main:
-                    rec = _validate(model, val_dataset, t, device, dtype, epoch_done, done)
-                    history.append(rec)
-                    if writer is not None:
-                        writer.add_scalar("val/average_sensitivity", rec["val_average"], done)
-                        for fp, s in zip(rec["fps"], rec["val_sensitivities"]):
-                            writer.add_scalar(f"val/sensitivity@{fp:g}", s, done)
-                    msg = f"epoch {epoch_done}: val average sensitivity {rec['val_average']:.4f}"
-                    (bar.write if bar is not None else log)(msg)
-                D.barrier(info)
-            improved = bool(history) and history[-1]["iteration"] == done and history[-1]["val_average"] > best_metric
-            if improved:
-                best_metric = history[-1]["val_average"]
-            save(epoch_done)
-            if main:
-                if improved:
-                    save_checkpoint(best_path, state["ckpt"])
-                write_text_atomic(out_dir / "history.json", json.dumps(history, indent=1))
-            epoch = epoch_done
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    if main and not best_path.exists() and "ckpt" in state:
-        # no validation ran: best = last
-        save_checkpoint(best_path, state["ckpt"])
-    return TrainResult(
-        out_dir=out_dir,
-        iterations=state["it"],
-        epochs_done=state["it"] // ipe,
-        last_checkpoint=last_path if main else None,
-        best_checkpoint=best_path if main else None,
-        best_metric=best_metric,
-        history=history,
-        seconds=time.time() - t_start,
-    )
-
-
-def _val_reserve(per_it: float, val_dataset, t, ipe: int) -> int:
-    """Iterations' worth of time to keep for validations (roughly 1/3 of a training iteration per image)."""
-    if val_dataset is None or not t.val_every:
-        return 0
-    return int(len(val_dataset) / 3) * max(1, t.epochs // max(1, t.val_every))
-
-
-def _validate(model, dataset, t, device, dtype, epoch: int, iteration: int) -> dict:
-    from a3d.engine.evaluate import evaluate_dataset, predict_dataset
-
-    preds = predict_dataset(model, dataset, batch_size=t.val_batch_size, device=device, amp=dtype)
+def validation_record(model, dataset, batch_size: int, device: torch.device, amp: Optional[torch.dtype],
+                      epoch: int, iteration: int) -> dict:
+    """FROC of ``model`` on ``dataset`` as a history record (average sensitivity at 0.5-4 FPs/image)."""
+    preds = predict_dataset(model, dataset, batch_size=batch_size, device=device, amp=amp)
     res = evaluate_dataset(preds, dataset)
     model.train()
     avg = float(res.average) if res.average == res.average else 0.0

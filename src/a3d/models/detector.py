@@ -42,7 +42,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from a3d.config import ModelConfig
 from a3d.errors import A3DError
 from a3d.models.backbone import densenet121_3d
-from a3d.models.weights import resolve_pretrained  # re-exported: engine/train.py checks the weights early
+from a3d.models.weights import resolve_pretrained
 from a3d.ops import set_thickness
 
 
