@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from a3d import __version__
 from a3d.errors import A3DError
 
 # (module under a3d.cli, what it adds): each module defines add_parser(subparsers).
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Universal lesion detection in CT with 3D context fusion (A3D and six other operators).",
         epilog="Run `a3d COMMAND --help` for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"a3d {__version__}",
+                        help="print the version of a3d and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
         try:
@@ -33,12 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.add_parser(sub)
     return parser
-
-
-def _version() -> str:
-    from a3d import __version__
-
-    return f"a3d {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
