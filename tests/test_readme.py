@@ -76,8 +76,9 @@ SUBSTITUTIONS = (
 # Commands not run here: (pattern matched with re.search, reason).
 SKIPPED = (
     (r"^python3 -m venv ", "creates the README's venv; .ci/run does this on a fresh clone"),
-    (r"^(\.venv/bin/)?pip install ", "installs packages (network, minutes, and it would change the environment "
-                                     "running these tests); .ci/run runs the README's install on a fresh clone"),
+    (r"^(\.venv/bin/)?pip install ", "installs packages: network, minutes, and it would change the environment "
+                                     "running these tests; .ci/run runs the README's test install on a fresh clone, "
+                                     "the others were run by hand (README, Supported versions)"),
     (r"-m pytest\b", "the test suite itself (this test is part of it)"),
 )
 
