@@ -4,17 +4,30 @@ Entry points for users:
 - ``a3d.ops``: the seven operators (``OPERATORS``, ``from_conv2d``, ``set_thickness``).
 - ``a3d.convert``: turn a 2D model into a 3D one with a chosen operator.
 - ``a3d.models``: the truncated DenseNet-121 3D backbone and the detector.
+
+Every subpackage is reachable as an attribute after ``import a3d`` (``a3d.models.densenet121_3d``),
+imported on first use: ``import a3d`` itself does not import torch.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
 __all__ = ["convert", "__version__"]
 
+# Submodules reachable as attributes of the package, imported on first access.
+_SUBMODULES = ("boxes", "cli", "config", "converter", "cost", "data", "engine", "errors", "evaluation",
+               "io", "models", "ops")
+
 
 def __getattr__(name: str):
     # Lazy, so that `import a3d.evaluation` (numpy only) and data-loader workers do not pay for torch.
     if name == "convert":
-        from a3d.converter import convert
-
-        return convert
+        return importlib.import_module("a3d.converter").convert
+    if name in _SUBMODULES:
+        return importlib.import_module(f"a3d.{name}")
     raise AttributeError(f"module 'a3d' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "convert", *_SUBMODULES})

@@ -23,15 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Universal lesion detection in CT with 3D context fusion (A3D and six other operators).",
         epilog="Run `a3d COMMAND --help` for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"a3d {__version__}",
+                        help="print the version of a3d and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMANDS:
         importlib.import_module(f"a3d.cli.{name}").add_parser(sub)
     return parser
-
-
-def _version() -> str:
-    return f"a3d {__version__}"
 
 
 def main(argv: list[str] | None = None) -> int:
