@@ -138,3 +138,27 @@ def test_unknown_interval_repeats_the_key_slice(tmp_path, caplog, text):
         np.testing.assert_allclose(img[0, :, 0, 0].numpy(), _norm([value(KEY)] * 7), atol=1e-4)
         assert float(t["thickness"]) == 2.0
     assert context_thickness(float("nan")) == 2.0 and context_thickness(5.0) == 5.0
+
+
+@pytest.mark.parametrize("interval", [1.25, 5.0])
+def test_predict_builds_the_same_context(interval):
+    """``a3d predict``'s ContextBuilder uses the dataset's rule for the model's operator: on a scan of
+    constant slices -500 + 100 z, AlignShift at 5 mm reads slices k-2..k+2 as stored; at 1.25 mm and
+    for other operators, positions k + j * 2 / interval. Fails if predict interpolates AlignShift
+    inputs (or the dataset and predict disagree)."""
+    from a3d import predict as P
+    from a3d.config import Config, DataConfig, ModelConfig
+    from a3d.data import scans as S
+    from test_predict_support import make_image
+
+    hu = np.stack([np.full((16, 16), v, np.float32) for v in np.arange(12) * 100.0 - 500])
+    img = make_image(hu, (1, 1, interval), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    scan = S.Scan(hu=hu, image=img, original=img, source="ramp", kind="nifti", name="ramp")
+    for op in ("alignshift", "a3d"):
+        x = P.ContextBuilder(scan, Config(model=ModelConfig(operator=op, slices=5), data=DataConfig(size=16))).build(6)
+        stored = {n: float(hu[n, 0, 0]) for n in range(12)}
+        want = authors_stack(stored, 6, interval, 5, align=op == "alignshift")
+        np.testing.assert_allclose(x[:, 8, 8], _norm(want), atol=1e-3, err_msg=op)
+        if interval == 5.0:  # by hand: slices 4..8 as stored; positions 6 + 0.4 j
+            hand = [-100, 0, 100, 200, 300] if op == "alignshift" else [20, 60, 100, 140, 180]
+            np.testing.assert_allclose(x[:, 8, 8], _norm(hand), atol=1e-3)

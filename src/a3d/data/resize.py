@@ -90,6 +90,14 @@ class FitPad:
         """Boxes on the input (inside the resized extent) -> on the original slice."""
         return rescale_boxes(boxes, self.resized, self.original)
 
+    def masks_to_original(self, m: np.ndarray) -> np.ndarray:
+        """(N, H', W') uint8 masks on the input -> (N, H, W) on the original slice (nearest)."""
+        (h, w), (rh, rw) = self.original, self.resized
+        crop = np.ascontiguousarray(m[:, :rh, :rw])
+        if (rh, rw) == (h, w):
+            return crop
+        return np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_NEAREST) for c in crop]).reshape(-1, h, w)
+
     def spacing(self, sx: float, sy: float) -> tuple[float, float]:
         """Pixel spacing (mm) of the input, from the slice's."""
         (h, w), (rh, rw) = self.original, self.resized
