@@ -134,3 +134,41 @@ def test_detections_stay_inside_the_image_extent(synth_root):
     assert len(clipped) > 0
     assert float(clipped[:, 2].max()) <= 48 and float(clipped[:, 3].max()) <= 40
     assert float(full[:, 2].max()) > 48 or float(full[:, 3].max()) > 40
+
+
+def mmdet_anchors(feat_h: int, feat_w: int, stride: int = 4, base: int = 4,
+                  scales=(4, 6, 8, 12, 24, 48), ratios=(0.5, 1.0, 2.0)) -> set[tuple]:
+    """mmdetection 1.x's AnchorGenerator (centre 0.5 (base - 1), sides base * scale * sqrt-ratio,
+    corners rounded, inclusive pixels) re-stated, as pixel-edge boxes (x1 - 0.5, x2 + 0.5)."""
+    ctr = 0.5 * (base - 1)
+    out = set()
+    for r in ratios:
+        hr = math.sqrt(r)
+        for s in scales:
+            ws, hs = base * s / hr, base * s * hr
+            x1, y1 = round(ctr - 0.5 * (ws - 1)), round(ctr - 0.5 * (hs - 1))
+            x2, y2 = round(ctr + 0.5 * (ws - 1)), round(ctr + 0.5 * (hs - 1))
+            for j in range(feat_h):
+                for i in range(feat_w):
+                    dx, dy = i * stride, j * stride
+                    out.add((x1 + dx - 0.5, y1 + dy - 0.5, x2 + dx + 0.5, y2 + dy + 0.5))
+    return out
+
+
+def test_paper_anchors_are_mmdetections():
+    """The paper configs' anchors (offset 1.5) are the authors' mmdetection anchors, box for box;
+    torchvision's (offset 0, the default for configs that predate the field) sit 1.5 px off.
+    Fails if the offset is not applied."""
+    from torchvision.models.detection.image_list import ImageList
+
+    from a3d.config import load_config
+    from a3d.models.rpn import OffsetAnchorGenerator
+
+    m = load_config("a3d_x3").model
+    assert m.anchor_offset == 1.5
+    feats = [torch.zeros(1, 1, 3, 4)]
+    images = ImageList(torch.zeros(1, 1, 12, 16), [(12, 16)])
+    ours = OffsetAnchorGenerator((m.anchor_sizes,), (m.aspect_ratios,), m.anchor_offset)(images, feats)[0]
+    assert {tuple(float(v) for v in a) for a in ours} == mmdet_anchors(3, 4)
+    tv = OffsetAnchorGenerator((m.anchor_sizes,), (m.aspect_ratios,))(images, feats)[0]
+    assert torch.equal(tv + 1.5, ours)

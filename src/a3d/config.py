@@ -48,6 +48,7 @@ class ModelConfig:
     # RPN, on the single stride-4 map
     anchor_sizes: tuple[int, ...] = (16, 24, 32, 48, 96, 192)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_offset: float = 0.0  # px; the paper configs' 1.5 = mmdetection's cell centre (0: torchvision's)
     rpn_fg_iou: float = 0.7
     rpn_bg_iou: float = 0.3
     rpn_batch_per_image: int = 32
@@ -163,10 +164,8 @@ def _type_name(tp) -> str:
 def _coerce(key: str, tp, value, source: str):
     """A TOML value (or a value parsed from an override) checked/converted to ``tp``."""
 
-    def bad(what=None):
-        got = type(value).__name__
-        msg = f"{source}: {key} must be {_type_name(tp)}"
-        raise A3DError(msg + (f" ({what})" if what else f", got {got} {value!r}"))
+    def bad():
+        raise A3DError(f"{source}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]

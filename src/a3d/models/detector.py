@@ -30,7 +30,6 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -42,7 +41,7 @@ from a3d.config import ModelConfig
 from a3d.errors import A3DError
 from a3d.models.backbone import densenet121_3d
 from a3d.models.roi_heads import DiceRoIHeads, dice_mask_loss, init_box_head
-from a3d.models.rpn import MaxIoURPN
+from a3d.models.rpn import MaxIoURPN, OffsetAnchorGenerator
 from a3d.models.weights import resolve_pretrained  # re-exported: engine/train.py checks the weights early
 from a3d.ops import set_thickness
 
@@ -159,7 +158,7 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
     backbone = densenet121_3d(m.operator, m.slices, pretrained=weights, checkpoint=m.checkpointing)
     channels = backbone.out_channels
 
-    anchors = AnchorGenerator(sizes=(tuple(m.anchor_sizes),), aspect_ratios=(tuple(m.aspect_ratios),))
+    anchors = OffsetAnchorGenerator((tuple(m.anchor_sizes),), (tuple(m.aspect_ratios),), m.anchor_offset)
     n_anchors = anchors.num_anchors_per_location()[0]
     if m.rpn_channels and m.rpn_channels != channels:
         rpn_head = NarrowRPNHead(channels, n_anchors, m.rpn_channels)

@@ -12,6 +12,12 @@ best anchors positive at any IoU and labels every anchor, while the authors' RPN
   torchvision). Boxes are torchvision's pixel-edge boxes, so "inside" is ``x1 >= -b`` and
   ``x2 <= W + b`` (mmdetection's inclusive ``x2 < W + b``).
 
+Anchors (:class:`OffsetAnchorGenerator`, ``model.anchor_offset``): mmdetection 1.x centres a stride-4
+cell's anchors at (stride - 1) / 2 = 1.5 px (the centre of its 4 x 4 pixels in pixel-index
+coordinates), torchvision at 0; with the offset 1.5 (the paper configs) the anchors are
+mmdetection's exactly (as pixel-edge boxes). The field defaults to 0 so that checkpoints whose stored
+config predates it predict as before.
+
 Labels: 1 positive, 0 negative, -1 ignored; the order of mmdetection's assigner: negatives below
 ``bg_iou_thresh``, positives from ``fg_iou_thresh``, then each ground truth's best anchors (every
 tie, the later ground truth winning), which regress towards that ground truth.
@@ -21,10 +27,20 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import boxes as box_ops
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import boxes as box_ops
 
-__all__ = ["MaxIoURPN", "max_iou_labels", "inside_flags"]
+__all__ = ["MaxIoURPN", "OffsetAnchorGenerator", "max_iou_labels", "inside_flags"]
+
+
+class OffsetAnchorGenerator(AnchorGenerator):
+    """torchvision's AnchorGenerator with every anchor moved by ``offset`` px along x and y."""
+
+    def __init__(self, sizes, aspect_ratios, offset: float = 0.0):
+        super().__init__(sizes, aspect_ratios)
+        self.offset = float(offset)
+        self.cell_anchors = [a + self.offset for a in self.cell_anchors]
 
 
 def inside_flags(anchors: Tensor, image_size: tuple[int, int], allowed_border: int) -> Tensor:
