@@ -98,3 +98,13 @@ def test_prediction_boxes_come_back_in_the_original_pixels(tmp_path, synth_root)
     np.testing.assert_array_equal(preds[0].masks[:, ::2, ::2], raw["masks"][:, :20, :32].numpy())
     # the ground truth makes the same round trip exactly
     np.testing.assert_allclose(FitPad.create(H, W, 32).to_original(targets[0]["boxes"].numpy()), [BOX], atol=1e-5)
+
+
+def test_shrinking_averages_areas():
+    """Shrinking uses pixel areas: columns 100, 0, 0, 0 repeated, 128 -> 32 px, give 25 everywhere
+    (bilinear, mmcv's, would sample pixels 4i+1 and 4i+2 only: 0, aliasing).
+    Fails if the resize shrinks with INTER_LINEAR."""
+    row = np.tile(np.array([100.0, 0.0, 0.0, 0.0], np.float32), 32)
+    img = np.broadcast_to(row, (1, 128, 128)).copy()
+    out = FitPad.create(128, 128, 32).image(img)
+    np.testing.assert_allclose(out, 25.0, atol=1e-4)
