@@ -57,6 +57,11 @@ def test_paper_config_states_its_name(name):
     assert m.bbox_reg_weights == (10.0, 10.0, 5.0, 5.0)
     assert (t.epochs, t.lr, t.lr_steps, t.warmup_iters, t.clip_grad, t.weight_decay) == (20, 0.02, (9, 16), 500, 35.0, 1e-4)
     assert cfg.data.size == 512
+    # the authors' detector targets, init and input geometry (issue 9; docs/fidelity.md)
+    assert (m.rpn_min_pos_iou, m.rpn_allowed_border, m.box_loss_beta, m.box_head_init) == (0.3, 0, 1.0, "mmdet")
+    assert m.anchor_offset == 1.5
+    assert (cfg.data.pad_divisor, cfg.data.augment_interpolation, cfg.data.augment_border) == (32, "bicubic", "reflect101")
+    assert m.score_thresh == (0.001 if op == "alignshift" else 5e-5)
 
 
 def test_tiny_is_small_and_random_init():

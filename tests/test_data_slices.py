@@ -89,13 +89,23 @@ def test_clamp_to_slice_range(tmp_path):
     np.testing.assert_allclose(img[0, :, 0, 0].numpy(), _norm(np.array(exp)), atol=1e-3)
 
 
-def test_missing_neighbour_falls_back_to_key(tmp_path, caplog):
+def test_missing_neighbour_takes_the_nearest_slice_towards_the_key(tmp_path, caplog):
+    """The authors' get_slice_name: a missing file is replaced by the nearest stored slice on the way
+    to the key (022 -> 021; with 023 and 024 gone, 024 -> 022).
+    Fails if a gap falls back to the key slice itself."""
     sd = make_series(tmp_path, 1.0)
     (sd / "022.png").unlink()
     with caplog.at_level(logging.WARNING, logger="a3d.data.slices"):
         img, _ = DeepLesionDataset(tmp_path, "all", slices=3, masks=False, cache=False)[0]
-    np.testing.assert_allclose(img[0, :, 0, 0].numpy(), _norm(np.array([324, 400, 400])), atol=1e-3)
+    np.testing.assert_allclose(img[0, :, 0, 0].numpy(), _norm(np.array([324, 400, 441])), atol=1e-3)
     assert "022.png" in caplog.text
+    sd = make_series(tmp_path / "b", 1.0)
+    for n in (23, 24):
+        (sd / f"{n:03d}.png").unlink()
+    img, _ = DeepLesionDataset(tmp_path / "b", "all", slices=7, masks=False, cache=False)[0]
+    # positions 14 .. 26 step 2: 22 present, 24 -> 22, 26 present
+    np.testing.assert_allclose(img[0, :, 0, 0].numpy(), _norm(np.array([n * n for n in (14, 16, 18, 20, 22, 22, 26)])),
+                               atol=1e-3)
 
 
 def test_normalisation_end_points():

@@ -65,11 +65,56 @@ def test_boxes_follow_the_lesion(with_masks):
         assert torch.allclose(c, (cb[:2] + cb[2:]) / 2, atol=1.5)
 
 
-def test_background_fill_and_range():
+def test_background_fill_and_range_of_the_bilinear_option():
     img, t = disk_sample()
-    out, _ = TrainTransform(p=1.0).apply(img, t, angle=15, scale=0.8, dx=0.04, dy=0.04)
+    tr = TrainTransform(p=1.0, interpolation="bilinear", border="constant")
+    out, _ = tr.apply(img, t, angle=15, scale=0.8, dx=0.04, dy=0.04)
     assert float(out.min()) >= -50 - 1e-4 and float(out.max()) <= 150 + 1e-4
     assert float(out[0, 0, 0, 0]) == pytest.approx(-50)
+
+
+def _step_sample(values, masks=None):
+    """(1, 1, 16, 16) image whose column x holds values[x]; one box in the middle."""
+    img = torch.tensor(values, dtype=torch.float32).expand(16, 16).clone()[None, None]
+    t = {"boxes": torch.tensor([[5.0, 5.0, 10.0, 10.0]]), "labels": torch.ones(1, dtype=torch.int64)}
+    if masks is not None:
+        t["masks"] = masks
+    return img, t
+
+
+def test_bicubic_reflect101_by_hand():
+    """The authors' ShiftScaleRotate resampling (cv2 INTER_CUBIC, Keys a = -0.75; BORDER_REFLECT_101).
+
+    Hand values: half a pixel to the right over a 0 -> 100 step, output pixel 7 samples x = 6.5
+    with taps 5..8 = 0, 0, 0, 100: 100 * w(1.5) = 100 * (-0.09375) = -9.375 (bilinear: 0), pixel 8
+    samples 7.5: 100 * (w(0.5) + w(1.5)) = 50. Three pixels right over a ramp 10 x: output 0..2
+    sample -3..-1, mirrored without repeating the edge (reflect-101) to 3, 2, 1 -> 30, 20, 10.
+    Fails if the default interpolation is bilinear or the border constant / plain reflect."""
+    step, _ = _step_sample([0.0] * 8 + [100.0] * 8)
+    out, _ = TrainTransform().apply(step, _step_sample([0.0] * 16)[1], angle=0.0, scale=1.0, dx=0.5 / 16, dy=0.0)
+    row = out[0, 0, 8].numpy()
+    assert row[7] == pytest.approx(-9.375, abs=1e-3) and row[8] == pytest.approx(50.0, abs=1e-3)
+    ramp, t = _step_sample([10.0 * x for x in range(16)])
+    out, _ = TrainTransform().apply(ramp, t, angle=0.0, scale=1.0, dx=3 / 16, dy=0.0)
+    np.testing.assert_allclose(out[0, 0, 8, :6].numpy(), [30, 20, 10, 0, 10, 20], atol=1e-3)
+    lin, _ = TrainTransform(interpolation="bilinear", border="constant").apply(step, t, 0.0, 1.0, 0.5 / 16, 0.0)
+    assert float(lin[0, 0, 8, 7]) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_masks_nearest_and_not_reflected():
+    """Masks stay 0/1 (nearest) and nothing is mirrored in from outside: a mask on the left edge
+    shifted 3 px right has empty columns 0..2 (the image there is reflected).
+    Fails if masks use the image's reflect-101 border or a blending interpolation."""
+    m = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    m[0, 4:12, 0:6] = 1
+    img, t = _step_sample([10.0 * x for x in range(16)], masks=m)
+    t["boxes"] = torch.tensor([[0.0, 4.0, 5.0, 11.0]])
+    _, ot = TrainTransform().apply(img, t, angle=0.0, scale=1.0, dx=3 / 16, dy=0.0)
+    assert ot["masks"].dtype == torch.uint8
+    assert int(ot["masks"][0, :, :3].sum()) == 0
+    assert torch.equal(ot["masks"][0, :, 3:9], m[0, :, 0:6])
+    _, ot = TrainTransform().apply(img, t, angle=13.0, scale=1.1, dx=0.1, dy=0.0)
+    assert set(ot["masks"].unique().tolist()) <= {0, 1}
 
 
 def test_hflip():

@@ -48,6 +48,7 @@ class ModelConfig:
     # RPN, on the single stride-4 map
     anchor_sizes: tuple[int, ...] = (16, 24, 32, 48, 96, 192)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_offset: float = 0.0  # px; the paper configs' 1.5 = mmdetection's cell centre (0: torchvision's)
     rpn_fg_iou: float = 0.7
     rpn_bg_iou: float = 0.3
     rpn_batch_per_image: int = 32
@@ -58,6 +59,9 @@ class ModelConfig:
     rpn_post_nms_test: int = 300
     rpn_nms: float = 0.7
     rpn_channels: int = 0  # RPN 3x3 conv width; 0 = the input's (512, torchvision's RPNHead)
+    # the authors' (mmdetection) RPN labels; torchvision's: rpn_min_pos_iou = 0, rpn_allowed_border = -1
+    rpn_min_pos_iou: float = 0.3  # a GT's best anchors are positive only from this IoU
+    rpn_allowed_border: int = 0  # anchors reaching further (px) outside the image are ignored; -1: none
     # box head
     roi_size: int = 7
     roi_sampling_ratio: int = 2
@@ -67,6 +71,8 @@ class ModelConfig:
     roi_positive_fraction: float = 0.25
     roi_fg_iou: float = 0.5
     roi_bg_iou: float = 0.5
+    box_loss_beta: float = 1.0  # SmoothL1 beta of the box head (the authors'; torchvision's: 1/9)
+    box_head_init: str = "mmdet"  # mmdet (xavier FCs, N(0, .01) / N(0, .001) outputs) | torchvision
     # mask head
     mask_roi_size: int = 14
     mask_channels: int = 256
@@ -82,7 +88,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/DeepLesion"
-    size: int = 512  # images are resized to size x size
+    size: int = 512  # slices are resized to fit size x size keeping their aspect ratio
+    pad_divisor: int = 32  # ... and padded (bottom, right; with air) to multiples of this
     masks: bool = True  # lesion masks for the mask branch (files under root/<mask_dir>/)
     mask_dir: str = "masks"  # "masks": GrabCut weak masks (a3d data masks); synthetic data: "masks_true"
     train_split: str = "train"
@@ -97,6 +104,8 @@ class DataConfig:
     scale: float = 0.2
     rotate: float = 15.0
     augment_p: float = 0.8
+    augment_interpolation: str = "bicubic"  # the authors' (albumentations) | bilinear
+    augment_border: str = "reflect101"  # the authors' (albumentations) | constant (air)
     workers: int = 4  # data-loader worker processes per training process
 
 
@@ -155,33 +164,20 @@ def _type_name(tp) -> str:
 def _coerce(key: str, tp, value, source: str):
     """A TOML value (or a value parsed from an override) checked/converted to ``tp``."""
 
-    def bad(what=None):
-        got = type(value).__name__
-        msg = f"{source}: {key} must be {_type_name(tp)}"
-        raise A3DError(msg + (f" ({what})" if what else f", got {got} {value!r}"))
+    def bad():
+        raise A3DError(f"{source}: {key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
     if typing.get_origin(tp) is tuple:
         inner = typing.get_args(tp)[0]
         if not isinstance(value, (list, tuple)):
             bad()
         return tuple(_coerce(f"{key}[{i}]", inner, v, source) for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            bad()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            bad()
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            bad()
-        return value
-    raise TypeError(f"unsupported config type {tp} for {key}")
+    accepted = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(tp)
+    if accepted is None:
+        raise TypeError(f"unsupported config type {tp} for {key}")
+    if not isinstance(value, accepted) or (tp is not bool and isinstance(value, bool)):
+        bad()
+    return float(value) if tp is float else value
 
 
 def _parse_text(key: str, tp, text: str):
@@ -278,6 +274,10 @@ def validate(cfg: Config, source: str = "config") -> None:
                 "roi_fg_iou", "roi_bg_iou", "nms", "mask_threshold"):
         need(0.0 <= getattr(m, key) <= 1.0, f"model.{key}", "a number in [0, 1]")
     need(m.rpn_bg_iou <= m.rpn_fg_iou, "model.rpn_bg_iou", "<= model.rpn_fg_iou")
+    need(0.0 <= m.rpn_min_pos_iou <= 1.0, "model.rpn_min_pos_iou", "a number in [0, 1] (0: torchvision's)")
+    need(m.rpn_allowed_border >= -1, "model.rpn_allowed_border", ">= 0 pixels, or -1 (every anchor counts)")
+    need(m.box_loss_beta > 0, "model.box_loss_beta", "> 0 (the authors': 1.0; torchvision's: 1/9)")
+    need(m.box_head_init in ("mmdet", "torchvision"), "model.box_head_init", "mmdet or torchvision")
     need(m.roi_bg_iou <= m.roi_fg_iou, "model.roi_bg_iou", "<= model.roi_fg_iou")
     for key in ("rpn_batch_per_image", "rpn_pre_nms_train", "rpn_post_nms_train", "rpn_pre_nms_test",
                 "rpn_post_nms_test", "roi_size", "fc_width", "roi_batch_per_image", "mask_roi_size",
@@ -289,6 +289,9 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(m.dice_smooth >= 0, "model.dice_smooth", ">= 0")
     need(0.0 <= m.score_thresh < 1.0, "model.score_thresh", "a number in [0, 1)")
     need(d.size >= 32 and d.size % 16 == 0, "data.size", "a multiple of 16, at least 32")
+    need(d.pad_divisor >= 1, "data.pad_divisor", ">= 1 (the authors': 32)")
+    need(d.augment_interpolation in ("bicubic", "bilinear"), "data.augment_interpolation", "bicubic or bilinear")
+    need(d.augment_border in ("reflect101", "constant"), "data.augment_border", "reflect101 or constant")
     need(d.workers >= 0, "data.workers", ">= 0")
     need(d.context_spacing_mm > 0, "data.context_spacing_mm", "a positive distance in mm (the paper: 2)")
     need(0.0 <= d.augment_p <= 1.0, "data.augment_p", "a number in [0, 1]")

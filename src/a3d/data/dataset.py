@@ -6,17 +6,17 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
-from a3d.boxes import rescale_boxes
+from a3d.config import OPERATORS
 from a3d.data.cache import AutoSource, CacheSource
 from a3d.data.dl_info import LesionRecord, group_by_key_slice, read_dl_info, select_split
-from a3d.data.slices import PngSource, hu_to_input, load_stack
+from a3d.data.resize import FitPad
+from a3d.data.slices import PAD_VALUE, PngSource, context_thickness, hu_to_input, load_stack
 from a3d.errors import A3DError
 
-__all__ = ["DeepLesionDataset", "collate", "load_masks", "mask_path", "resize_target"]
+__all__ = ["DeepLesionDataset", "collate", "load_masks", "mask_path"]
 
 
 def mask_path(root: str | os.PathLike, image_id: str, mask_dir: str = "masks") -> Path:
@@ -38,36 +38,19 @@ def load_masks(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return masks, boxes
 
 
-def resize_target(image: np.ndarray, boxes: np.ndarray, recist: np.ndarray, masks: np.ndarray | None,
-                  size: tuple[int, int]):
-    """Resize a (D, H, W) stack to ``size`` (H', W') and scale boxes / RECIST / masks consistently."""
-    d, h, w = image.shape
-    nh, nw = size
-    if (nh, nw) == (h, w):
-        return image, boxes, recist, masks
-    interp = cv2.INTER_AREA if nh < h and nw < w else cv2.INTER_LINEAR
-    out = np.empty((d, nh, nw), dtype=np.float32)
-    for i in range(d):
-        out[i] = cv2.resize(image[i], (nw, nh), interpolation=interp)
-    boxes = rescale_boxes(boxes.astype(np.float32), (h, w), (nh, nw))
-    recist = rescale_boxes(recist.astype(np.float32), (h, w), (nh, nw))
-    if masks is not None:
-        m = np.zeros((masks.shape[0], nh, nw), dtype=np.uint8)
-        for i in range(masks.shape[0]):
-            m[i] = cv2.resize(masks[i], (nw, nh), interpolation=cv2.INTER_NEAREST)
-        masks = m
-    return out, boxes, recist, masks
-
-
 class DeepLesionDataset(torch.utils.data.Dataset):
     """DeepLesion key slices as ``(image, target)``.
 
     Args:
         root: folder with ``DL_info.csv`` and ``Images_png/`` (optionally ``masks/``, ``cache/``).
         split: ``train``, ``val``, ``test`` or ``all`` (official Train_Val_Test 1, 2, 3).
-        slices: D, odd number of context slices centred on the key slice, ``context_spacing_mm`` apart.
-        size: None (native) or int / (H, W): resize images; boxes, RECIST and masks follow.
-        transform: callable ``(image, target) -> (image, target)`` applied last (e.g. TrainTransform).
+        slices: D, odd number of context slices centred on the key slice (:func:`a3d.data.slices.context_plan`).
+        size: None (native) or int / (a, b): each slice is resized keeping its aspect ratio to fit
+            ``size x size`` (long side <= max(a, b), short side <= min(a, b)), placed top left and
+            padded with air to multiples of ``pad_divisor`` (:class:`a3d.data.resize.FitPad`, the
+            authors' Resize + Pad); boxes, RECIST, masks and spacing follow.
+        transform: callable ``(image, target) -> (image, target)`` (e.g. TrainTransform), applied at
+            the slice's own size, before the resize (the authors' order: augment, resize, pad).
         masks: load lesion masks from ``root/<mask_dir>/<image_id>.npz`` when present. A key slice
             without a mask file simply has no ``masks`` key in its target.
         drop_noisy: drop Possibly_noisy rows (a key slice left without lesions is dropped).
@@ -75,7 +58,15 @@ class DeepLesionDataset(torch.utils.data.Dataset):
         mask_dir: folder under root holding mask files (``masks`` = GrabCut; ``masks_true`` = synthetic truth).
         csv: DL_info.csv path (default ``root/DL_info.csv``).
         context_spacing_mm: distance between context slices along z (the paper's 2 mm;
-            ``cfg.data.context_spacing_mm``), neighbours linearly interpolated.
+            ``cfg.data.context_spacing_mm``).
+        operator: the model's operator (``cfg.model.operator``): it chooses the context rule
+            (AlignShift takes the stored neighbours of series >= ``context_spacing_mm``).
+        pad_divisor: the padded sides are multiples of this (the authors': 32; ``cfg.data.pad_divisor``).
+
+    Targets hold ``boxes``, ``labels``, ``thickness`` (what AlignShift is given,
+    :func:`a3d.data.slices.context_thickness`), ``recist``, ``image_id``, ``spacing`` (input mm/px),
+    ``image_size`` (int64 (2,): h, w of the resized slice inside the padded input),
+    ``original_size`` (int64 (2,): H, W of the slice), ``lesion_type``, ``diameters_mm`` [, ``masks``].
 
     Attributes: ``records`` (list of lesion groups, one list of LesionRecord per sample, in sample order),
     ``lesions`` (flat list of the kept LesionRecords).
@@ -85,7 +76,8 @@ class DeepLesionDataset(torch.utils.data.Dataset):
                  size: int | Sequence[int] | None = None, transform: Callable | None = None,
                  masks: bool = True, drop_noisy: bool = True, cache: bool | str = "auto",
                  mask_dir: str = "masks", csv: str | os.PathLike | None = None,
-                 records: Sequence[LesionRecord] | None = None, context_spacing_mm: float = 2.0):
+                 records: Sequence[LesionRecord] | None = None, context_spacing_mm: float = 2.0,
+                 operator: str = "a3d", pad_divisor: int = 32):
         self.root = Path(root)
         if slices < 1 or slices % 2 == 0:
             raise A3DError(f"slices must be an odd number >= 1, got {slices}")
@@ -93,12 +85,12 @@ class DeepLesionDataset(torch.utils.data.Dataset):
         if not context_spacing_mm > 0:
             raise A3DError(f"context_spacing_mm must be a positive distance in mm, got {context_spacing_mm}")
         self.context_spacing_mm = float(context_spacing_mm)
-        if size is None:
-            self.size = None
-        elif isinstance(size, int):
-            self.size = (int(size), int(size))
-        else:
-            self.size = (int(size[0]), int(size[1]))
+        if operator not in OPERATORS:
+            raise A3DError(f"operator must be one of {', '.join(OPERATORS)}, got {operator!r}")
+        self.operator = operator
+        self.size = None if size is None else (int(size), int(size)) if isinstance(size, int) else tuple(size)
+        FitPad.create(1, 1, self.size, pad_divisor)  # checks size and divisor now
+        self.pad_divisor = int(pad_divisor)
         self.transform = transform
         self.masks = bool(masks)
         self.mask_dir = mask_dir
@@ -141,39 +133,52 @@ class DeepLesionDataset(torch.utils.data.Dataset):
         group = self.records[index]
         r0 = group[0]
         stack = load_stack(self.source, r0.series_dir, r0.key_slice, r0.slice_interval, self.slices,
-                           r0.slice_range, spacing_mm=self.context_spacing_mm)
-        image = hu_to_input(stack)
-        boxes = np.stack([r.box for r in group]).astype(np.float32)
-        recist = np.stack([r.recist for r in group]).astype(np.float32)
+                           r0.slice_range, spacing_mm=self.context_spacing_mm, operator=self.operator)
         masks = self._masks_for(group) if self.masks else None
-        if masks is not None and masks.shape[1:] != image.shape[1:]:
+        if masks is not None and masks.shape[1:] != stack.shape[1:]:
             raise A3DError(f"{mask_path(self.root, r0.image_id, self.mask_dir)}: mask size {masks.shape[1:]} "
-                           f"differs from the image's {image.shape[1:]}")
-        spacing = np.array(r0.spacing, dtype=np.float32)
-        if self.size is not None:
-            h, w = image.shape[1:]
-            image, boxes, recist, masks = resize_target(image, boxes, recist, masks, self.size)
-            spacing = spacing.copy()
-            spacing[0] *= w / self.size[1]
-            spacing[1] *= h / self.size[0]
+                           f"differs from the image's {stack.shape[1:]}")
         n = len(group)
         target = {
-            "boxes": torch.from_numpy(boxes),
+            "boxes": torch.from_numpy(np.stack([r.box for r in group]).astype(np.float32)),
             "labels": torch.ones(n, dtype=torch.int64),
-            "thickness": torch.tensor(float(r0.spacing[2]), dtype=torch.float32),
-            "recist": torch.from_numpy(recist),
+            "thickness": torch.tensor(context_thickness(r0.slice_interval, self.context_spacing_mm),
+                                      dtype=torch.float32),
+            "recist": torch.from_numpy(np.stack([r.recist for r in group]).astype(np.float32)),
             "image_id": r0.image_id,
-            "spacing": torch.from_numpy(spacing),
+            "spacing": torch.from_numpy(np.array(r0.spacing, dtype=np.float32)),
             "lesion_type": torch.tensor([r.lesion_type for r in group], dtype=torch.int64),
             "diameters_mm": torch.tensor([float(r.diameters_px[0] * r.spacing[0]) for r in group],
                                          dtype=torch.float32),
         }
         if masks is not None:
             target["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
-        img = torch.from_numpy(image).unsqueeze(0)
+        img = torch.from_numpy(hu_to_input(stack)).unsqueeze(0)
         if self.transform is not None:
             img, target = self.transform(img, target)
-        return img, target
+        return fit_and_pad(img, target, self.size, self.pad_divisor)
+
+
+def fit_and_pad(img: torch.Tensor, target: dict, size, divisor: int) -> tuple[torch.Tensor, dict]:
+    """The sample (1, D, H, W) resized and padded by :class:`FitPad`; boxes, RECIST, masks, spacing
+    follow; ``image_size`` and ``original_size`` added to the target."""
+    h, w = img.shape[-2:]
+    g = FitPad.create(h, w, size, divisor)
+    t = dict(target)
+    if not g.identity:
+        img = torch.from_numpy(g.image(img[0].numpy())).unsqueeze(0)
+        t["boxes"] = torch.from_numpy(g.points(target["boxes"].numpy()))
+        if "recist" in t:
+            t["recist"] = torch.from_numpy(g.points(target["recist"].numpy()))
+        if "masks" in t:
+            t["masks"] = torch.from_numpy(g.masks(target["masks"].numpy()))
+        if "spacing" in t:
+            sp = t["spacing"].clone()
+            sp[0], sp[1] = g.spacing(float(sp[0]), float(sp[1]))
+            t["spacing"] = sp
+    t["image_size"] = torch.tensor(g.resized, dtype=torch.int64)
+    t["original_size"] = torch.tensor(g.original, dtype=torch.int64)
+    return img, t
 
 
 def _make_source(root: Path, cache: bool | str):
@@ -189,9 +194,16 @@ def _make_source(root: Path, cache: bool | str):
 
 
 def collate(batch):
-    """``[(image, target), ...]`` -> ``(images (B, 1, D, H, W), [target, ...])``."""
+    """``[(image, target), ...]`` -> ``(images (B, 1, D, H, W), [target, ...])``.
+
+    Images of different sizes are padded at the bottom and right to the largest (with air, as
+    mmcv's collate pads to the batch's largest); each target's ``image_size`` keeps its own extent."""
     images = [b[0] for b in batch]
-    shapes = {tuple(i.shape) for i in images}
-    if len(shapes) != 1:
-        raise A3DError(f"cannot batch images of different shapes {sorted(shapes)} (set the dataset's size)")
-    return torch.stack(images, 0), [b[1] for b in batch]
+    if len({tuple(i.shape[:-2]) for i in images}) != 1:
+        raise A3DError(f"cannot batch images of different depths {sorted({tuple(i.shape) for i in images})}")
+    h = max(i.shape[-2] for i in images)
+    w = max(i.shape[-1] for i in images)
+    out = images[0].new_full((len(images),) + tuple(images[0].shape[:-2]) + (h, w), PAD_VALUE)
+    for k, i in enumerate(images):
+        out[k, ..., : i.shape[-2], : i.shape[-1]] = i
+    return out, [b[1] for b in batch]

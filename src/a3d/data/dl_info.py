@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gc
 import io
+import logging
 import os
 import re
 import warnings
@@ -24,6 +25,8 @@ import numpy as np
 
 from a3d.errors import A3DError
 from a3d.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COLUMNS",
@@ -81,7 +84,7 @@ class LesionRecord:
     lesion_type: int  # -1..8
     noisy: bool
     slice_range: tuple[int, int]  # first, last slice stored in the folder
-    spacing: np.ndarray  # float32 (3,): x, y mm/px, z = slice interval mm
+    spacing: np.ndarray  # float32 (3,): x, y mm/px, z = slice interval mm (NaN when unknown)
     image_size: tuple[int, int]  # H, W
     window: tuple[float, float]  # DICOM window min, max HU
     gender: str
@@ -221,9 +224,11 @@ def _read_dl_info(csv_path: str | os.PathLike) -> list[LesionRecord]:
     col, lines = _read_columns(path)
     if not lines:
         return []
+    col["Spacing_mm_px_"] = _blank_interval_as_nan(col["Spacing_mm_px_"])
     vec = {name: _parse_vector_column(path, name, col[name], lines, k) for name, k in _VECTORS.items()}
     ints = {name: _parse_int_column(path, name, col[name], lines) for name in _INTS}
     _check_values(path, lines, col, vec, ints)
+    _unknown_intervals(path, lines, vec["Spacing_mm_px_"])
     ages = _parse_ages(path, col["Patient_age"], lines)
     _check_file_names(path, lines, col["File_name"], ints)
     return _records(lines, col, vec, ints, ages)
@@ -282,9 +287,30 @@ def _rows_with_lines(text: str) -> tuple[list[list[str]], list[int]]:
     return rows, lines
 
 
+def _blank_interval_as_nan(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``"0.7, 0.7, "`` (no slice interval) -> ``"0.7, 0.7, nan"``; other fields unchanged."""
+    if not any(v.rstrip().endswith(",") for v in values):
+        return values
+    return tuple(v.rstrip() + "nan" if v.rstrip().endswith(",") else v for v in values)
+
+
+def _unknown_intervals(path, lines, spacing: np.ndarray) -> None:
+    """A slice interval that is NaN, blank, infinite or <= 0 becomes NaN (unknown): those key slices
+    get their key slice repeated as context (the authors' rule), logged once naming the rows."""
+    z = spacing[:, 2]
+    bad = np.flatnonzero(~(np.isfinite(z) & (z > 0)))
+    if bad.size == 0:
+        return
+    z[bad] = np.nan
+    shown = ", ".join(str(lines[i]) for i in bad[:10]) + (f" (+{bad.size - 10} more)" if bad.size > 10 else "")
+    log.warning("%s: line(s) %s: Spacing_mm_px_ has no usable slice interval (z); those key slices use "
+                "the key slice repeated as context", path, shown)
+
+
 def _check_values(path, lines, col, vec, ints) -> None:
     """Range checks of the parsed columns; the first bad row raises, naming line and column."""
     for name, arr in vec.items():
+        arr = arr[:, :2] if name == "Spacing_mm_px_" else arr  # the slice interval may be unknown
         _first_bad(path, lines, ~np.isfinite(arr).all(1), name, lambda i: "expected finite numbers")
     box = vec["Bounding_boxes"]
     _first_bad(path, lines, box[:, 2] < box[:, 0], "Bounding_boxes",
@@ -307,8 +333,8 @@ def _check_values(path, lines, col, vec, ints) -> None:
     _first_bad(path, lines, (key < srange[:, 0]) | (key > srange[:, 1]), "Key_slice_index",
                lambda i: f"key slice {key[i]} outside Slice_range {col['Slice_range'][i]!r}")
     spacing = vec["Spacing_mm_px_"]
-    _first_bad(path, lines, (spacing <= 0).any(1), "Spacing_mm_px_",
-               lambda i: f"expected three positive numbers, got {col['Spacing_mm_px_'][i]!r}")
+    _first_bad(path, lines, (spacing[:, :2] <= 0).any(1), "Spacing_mm_px_",
+               lambda i: f"expected positive pixel spacings x, y, got {col['Spacing_mm_px_'][i]!r}")
     size = vec["Image_size"]
     _first_bad(path, lines, (size <= 0).any(1) | (size != np.round(size)).any(1), "Image_size",
                lambda i: f"expected two positive integers, got {col['Image_size'][i]!r}")
@@ -391,7 +417,7 @@ def _fmt(values: Sequence[float]) -> str:
 
 def _num(v: float) -> str:
     v = float(v)
-    if v == int(v) and abs(v) < 1e15:
+    if np.isfinite(v) and v == int(v) and abs(v) < 1e15:
         return str(int(v))
     return f"{v:.6g}" if abs(v) >= 1e-4 else f"{v:.4g}"
 

@@ -1,14 +1,20 @@
-"""Reading CT slices (16-bit PNG or the slice cache), neighbour interpolation and intensity mapping.
+"""Reading CT slices (16-bit PNG or the slice cache), the context rule, intensity mapping.
 
 Conventions (docs/data.md):
 - A DeepLesion PNG stores ``HU + 32768`` as uint16; :func:`read_png_hu` returns int16 HU.
-- Neighbours are ``spacing_mm`` apart (``data.context_spacing_mm``, the paper's 2 mm): output offset
-  ``j`` in ``-(D-1)/2 .. (D-1)/2`` wants position ``key + j * spacing_mm / slice_interval`` (slice
-  units), clamped to the stored range (Slice_range
-  intersected with the files present); the two stored slices around it are blended with weights
-  ``1 - f`` and ``f`` (``f`` the fractional part), computed per offset.
-- A neighbour file that is absent from the folder is replaced by the key slice (warning logged once
-  per file). The key slice itself missing, or any slice present but unreadable (truncated, corrupt,
+- The context rule (:func:`context_plan`, chosen by the operator; the one rule of training,
+  evaluation, the grid and ``a3d predict``): neighbours are ``spacing_mm`` apart
+  (``data.context_spacing_mm``, the paper's 2 mm): output offset ``j`` in ``-(D-1)/2 .. (D-1)/2``
+  wants position ``key + j * spacing_mm / slice_interval`` (slice units), clamped to the stored range
+  (Slice_range intersected with the files present); the two stored slices around it are blended
+  with weights ``1 - f`` and ``f`` (``f`` the fractional part), computed per offset.
+  AlignShift is the exception (the authors' ``DeepLesionDataset_align.py``): when the interval is
+  >= ``spacing_mm`` its D inputs are the stored neighbours ``key + j`` as they are (clamped the same
+  way) and the operator's thickness blend aligns them; thinner series are interpolated as above.
+  A missing slice interval (NaN) repeats the key slice D times, as the authors' code does.
+- A neighbour file that is absent from the folder (a gap) is replaced by the nearest stored slice
+  between it and the key slice, as the authors' ``get_slice_name`` does (warning logged once per
+  file). The key slice itself missing, or any slice present but unreadable (truncated, corrupt,
   8-bit), raises :class:`a3d.errors.A3DError` naming the file.
 - Intensity: HU clipped to [-1024, 2050], mapped linearly to [0, 255], minus 50 -> [-50, 205].
   Blending is done in HU, before the clip.
@@ -35,12 +41,15 @@ HU_MAX = 2050.0
 HU_OFFSET = 32768
 INPUT_MIN = -50.0
 INPUT_MAX = 205.0
+#: what the image padding holds (the network-input value of air, HU <= -1024)
+PAD_VALUE = INPUT_MIN
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 
 __all__ = [
-    "HU_MIN", "HU_MAX", "hu_to_input", "read_png_hu", "write_png_hu", "decode_png_hu", "neighbour_positions",
-    "interpolation_plan", "PngSource", "slice_path", "load_stack",
+    "HU_MIN", "HU_MAX", "PAD_VALUE", "hu_to_input", "read_png_hu", "write_png_hu", "decode_png_hu",
+    "neighbour_positions", "interpolation_plan", "context_plan", "context_thickness", "interval_known",
+    "PngSource", "slice_path", "load_stack",
 ]
 
 
@@ -125,6 +134,40 @@ def interpolation_plan(key: int, slice_interval: float, slices: int, first: int,
     return plan
 
 
+def interval_known(slice_interval: float) -> bool:
+    """A usable slice interval: a finite positive number of mm (DL_info's may be NaN)."""
+    return bool(math.isfinite(slice_interval) and slice_interval > 0)
+
+
+def context_plan(key: int, slice_interval: float, slices: int, first: int, last: int, spacing_mm: float = 2.0,
+                 operator: str = "a3d") -> list[tuple[int, int, float]]:
+    """The D input slices of key slice ``key`` for ``operator``: per output slice
+    (lower slice, upper slice, weight of the upper), output = ``(1 - w) * lower + w * upper``.
+
+    - unknown interval (NaN, <= 0): the key slice D times (the authors' rule; the caller logs it);
+    - ``operator == "alignshift"`` and ``slice_interval >= spacing_mm``: the stored neighbours
+      ``key - (D-1)/2 .. key + (D-1)/2`` (clamped to [first, last]), not interpolated;
+    - otherwise :func:`interpolation_plan` (``spacing_mm`` apart, linear, clamped).
+    """
+    if slices < 1 or slices % 2 == 0:
+        raise A3DError(f"slices must be an odd number >= 1, got {slices}")
+    if not interval_known(slice_interval):
+        return [(key, key, 0.0)] * slices
+    if operator == "alignshift" and float(spacing_mm) / float(slice_interval) <= 1.0:
+        half = (slices - 1) // 2
+        taps = [min(max(key + j, first), last) for j in range(-half, half + 1)]
+        return [(n, n, 0.0) for n in taps]
+    return interpolation_plan(key, slice_interval, slices, first, last, spacing_mm)
+
+
+def context_thickness(slice_interval: float, spacing_mm: float = 2.0) -> float:
+    """The thickness (mm) AlignShift is given for a sample: the stored slice interval, as in the
+    authors' code (for thinner series, interpolated to ``spacing_mm``, any value <= 2 mm means a full
+    shift, the same as passing 2 mm); ``spacing_mm`` when the interval is unknown (the D inputs are
+    then one slice repeated, and any finite thickness leaves them unchanged)."""
+    return float(slice_interval) if interval_known(slice_interval) else float(spacing_mm)
+
+
 class PngSource:
     """Slices of ``ROOT/Images_png/<series>/<slice:03d>.png``; folder listings cached per series."""
 
@@ -163,8 +206,8 @@ _warned: set[str] = set()
 
 
 def load_stack(source, series_dir: str, key: int, slice_interval: float, slices: int,
-               slice_range: Sequence[int], spacing_mm: float = 2.0) -> np.ndarray:
-    """(slices, H, W) float32 HU stack around ``key`` (``spacing_mm`` apart, linearly interpolated).
+               slice_range: Sequence[int], spacing_mm: float = 2.0, operator: str = "a3d") -> np.ndarray:
+    """(slices, H, W) float32 HU stack around ``key`` by :func:`context_plan` for ``operator``.
 
     ``source`` has ``stored(series_dir) -> set of slice numbers``, ``read(series_dir, n) -> int16 HU``
     and ``describe(series_dir, n) -> str`` (file name for messages).
@@ -175,23 +218,22 @@ def load_stack(source, series_dir: str, key: int, slice_interval: float, slices:
     first, last = int(slice_range[0]), int(slice_range[1])
     present = [s for s in stored if first <= s <= last]
     first, last = max(first, min(present)), min(last, max(present))
-    plan = interpolation_plan(key, slice_interval, slices, first, last, spacing_mm)
+    plan = context_plan(key, slice_interval, slices, first, last, spacing_mm, operator)
     cache: dict[int, np.ndarray] = {}
 
     def get(n: int) -> np.ndarray:
+        if n not in stored:  # the authors' rule: the nearest stored slice on the way to the key
+            m = n
+            while m != key and m not in stored:
+                m += 1 if m < key else -1
+            name = source.describe(series_dir, n)
+            if name not in _warned:
+                _warned.add(name)
+                log.warning("%s: neighbour slice missing; using slice %d instead", name, m)
+            n = m
         a = cache.get(n)
         if a is None:
-            if n not in stored:
-                name = source.describe(series_dir, n)
-                if name not in _warned:
-                    _warned.add(name)
-                    log.warning("%s: neighbour slice missing; using the key slice %d instead", name, key)
-                n = key
-                a = cache.get(n)
-                if a is not None:
-                    return a
-            a = source.read(series_dir, n)
-            cache[n] = a
+            a = cache[n] = source.read(series_dir, n)
         return a
 
     key_img = get(key)

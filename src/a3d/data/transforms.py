@@ -6,9 +6,12 @@ Choices (docs/data.md):
 - Parameters as albumentations' ShiftScaleRotate used by the authors: shift ``U(-0.04, 0.04)`` of the
   width/height, scale factor ``1 + U(-0.2, 0.2)``, rotation ``U(-15, 15)`` degrees about the image
   centre, applied with probability 0.8; horizontal flip with probability 0.5.
-- Images are resampled bilinearly (``torch.nn.functional.grid_sample``, pixel centres aligned); pixels
-  coming from outside the image get -50 (the value of HU <= -1024, i.e. air). Masks are resampled
-  bilinearly and thresholded at 0.5.
+- Images are resampled as the authors' albumentations call does: bicubic (``cv2.INTER_CUBIC``) with
+  reflect-101 borders (``cv2.BORDER_REFLECT_101``: pixels from outside mirror the image, no edge
+  repeat), ``interpolation="bicubic", border="reflect101"``; ``"bilinear"`` / ``"constant"``
+  (outside = ``fill``, -50, air) remain available (our earlier behaviour: no invented anatomy at the
+  borders, no bicubic overshoot). Masks are resampled nearest with 0 outside (the authors' reflected
+  the masks too, drawing mirrored lesions that have no box).
 - Boxes after rotation: when a lesion has a non-empty mask, its box is the tight box of the
   transformed mask grown by the lesion's original margins (box minus the mask's tight box, per side)
   times the scale factor; otherwise it is the tight box of the transformed RECIST end points grown by
@@ -28,10 +31,14 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["TrainTransform", "hflip", "affine_matrix", "warp"]
+__all__ = ["TrainTransform", "hflip", "affine_matrix", "warp", "INTERPOLATIONS", "BORDERS"]
+
+INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+BORDERS = {"reflect101": cv2.BORDER_REFLECT_101, "constant": cv2.BORDER_CONSTANT}
 
 
 def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
@@ -61,17 +68,17 @@ def affine_matrix(h: int, w: int, angle_deg: float, scale: float, dx: float, dy:
                          [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
-def warp(x: torch.Tensor, m: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Warp (C, H, W) float by the forward matrix ``m`` (output pixel p' samples input M^-1 p'); zeros outside."""
+def warp(x: np.ndarray, m: torch.Tensor, interpolation: str = "bicubic", border: str = "reflect101",
+         fill: float = 0.0) -> np.ndarray:
+    """Warp (C, H, W) by the forward matrix ``m`` (output pixel p' samples input M^-1 p'), one
+    ``cv2.warpAffine`` per channel; ``fill`` outside when ``border == "constant"``."""
     c, h, w = x.shape
-    inv = torch.linalg.inv(m)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
-    sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
-    sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-    grid = torch.stack([2 * sx / max(w - 1, 1) - 1, 2 * sy / max(h - 1, 1) - 1], -1).to(x.dtype)
-    return F.grid_sample(x.unsqueeze(0), grid.unsqueeze(0), mode=mode, padding_mode="zeros",
-                         align_corners=True)[0]
+    a = m[:2].numpy().astype(np.float64)
+    out = np.empty_like(x)
+    for i in range(c):
+        out[i] = cv2.warpAffine(x[i], a, (w, h), flags=INTERPOLATIONS[interpolation], borderMode=BORDERS[border],
+                                borderValue=float(fill))
+    return out
 
 
 def _apply_points(m: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -104,13 +111,18 @@ class TrainTransform:
     """Random flip + shift/scale/rotate on ``(image (1, D, H, W), target)``; see the module docstring."""
 
     def __init__(self, flip_p: float = 0.5, shift: float = 0.04, scale: float = 0.2, rotate: float = 15.0,
-                 p: float = 0.8, max_tries: int = 10, fill: float = -50.0):
+                 p: float = 0.8, max_tries: int = 10, fill: float = -50.0, interpolation: str = "bicubic",
+                 border: str = "reflect101"):
+        if interpolation not in ("bicubic", "bilinear"):
+            raise ValueError(f"interpolation must be bicubic or bilinear, got {interpolation!r}")
+        if border not in BORDERS:
+            raise ValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
         self.flip_p, self.shift, self.scale, self.rotate, self.p = flip_p, shift, scale, rotate, p
-        self.max_tries, self.fill = max_tries, fill
+        self.max_tries, self.fill, self.interpolation, self.border = max_tries, fill, interpolation, border
 
     def __repr__(self) -> str:
         return (f"TrainTransform(flip_p={self.flip_p}, shift={self.shift}, scale={self.scale}, "
-                f"rotate={self.rotate}, p={self.p})")
+                f"rotate={self.rotate}, p={self.p}, interpolation={self.interpolation!r}, border={self.border!r})")
 
     def __call__(self, image: torch.Tensor, target: dict, generator: torch.Generator | None = None):
         def rand() -> float:
@@ -134,7 +146,8 @@ class TrainTransform:
         """Apply one shift/scale/rotate with given parameters (degrees, factor, fractions of W/H)."""
         _, d, h, w = image.shape
         m = affine_matrix(h, w, angle, scale, dx, dy)
-        img = warp(image[0] - self.fill, m) + self.fill
+        img = torch.from_numpy(warp(np.ascontiguousarray(image[0].numpy()), m, self.interpolation, self.border,
+                                    self.fill))
         boxes = target["boxes"].float()
         n = boxes.shape[0]
         recist = target.get("recist")
@@ -158,7 +171,7 @@ class TrainTransform:
         if "masks" in target and n:
             masks = target["masks"]
             src_mb, src_ok = _tight_boxes(masks)
-            wm = warp(masks.float(), m) >= 0.5
+            wm = torch.from_numpy(warp(masks.numpy().astype(np.uint8), m, "nearest", "constant", 0)) > 0
             mb, ok = _tight_boxes(wm)
             margin = torch.cat([src_mb[:, :2] - boxes[:, :2], boxes[:, 2:] - src_mb[:, 2:]], 1)
             mbox = mb + torch.cat([-margin[:, :2], margin[:, 2:]], 1) * scale

@@ -3,9 +3,10 @@
 - :func:`load_model`: checkpoint -> (model in eval mode, Config); format checked, model rebuilt from
   the stored config, weights loaded with ``torch.load(weights_only=True)``.
 - :func:`predict_dataset`: model + dataset -> ``list[ImagePredictions]`` in the original image's
-  pixel coordinates (the dataset's resize undone), one per key slice, in dataset order.
+  pixel coordinates (the dataset's padding dropped and resize undone, :class:`a3d.data.resize.FitPad`),
+  one per key slice, in dataset order.
 - :func:`split_dataset`: Config + data root + split -> the DeepLesionDataset the model reads
-  (its slices, image size and context spacing; no masks).
+  (its slices, context rule for its operator, image size and padding, context spacing; no masks).
 - :func:`predict_split`: checkpoint path + data root + split -> predictions.
 - :func:`evaluate_dataset`: predictions + the dataset's ground truth -> FROC result.
 """
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from a3d.boxes import rescale_boxes
 from a3d.config import Config, config_from_dict
 from a3d.data.dataset import DeepLesionDataset, collate
+from a3d.data.resize import FitPad
 from a3d.engine.checkpoint import load_checkpoint, load_model_state
 from a3d.engine.distributed import resolve_device
 from a3d.evaluation.froc import FROCResult, froc
@@ -56,30 +57,24 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=collate)
-    records = getattr(dataset, "records", None)
     out = []
     it = loader
     if progress:
         from tqdm import tqdm
 
         it = tqdm(loader, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
-    i = 0
     for images, targets in it:
         images = images.to(device, non_blocking=True)
         thickness = torch.stack([t["thickness"] for t in targets]).to(device)
+        sizes = [tuple(int(v) for v in t["image_size"]) for t in targets]
         with torch.autocast(device_type=device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            dets = model(images, thickness=thickness)
-        h, w = images.shape[-2:]
-        for t, det in zip(targets, dets):
-            boxes = det["boxes"].float().cpu().numpy().astype(np.float64)
+            dets = model(images, thickness=thickness, image_sizes=sizes)
+        for t, det, size in zip(targets, dets, sizes):
+            g = FitPad(tuple(int(v) for v in t["original_size"]), size, tuple(images.shape[-2:]))
+            boxes = g.to_original(det["boxes"].float().cpu().numpy().astype(np.float64))
             scores = det["scores"].float().cpu().numpy().astype(np.float64)
-            orig = (h, w)
-            if records is not None:
-                orig = tuple(int(v) for v in records[i][0].image_size)
-            boxes = rescale_boxes(boxes, (h, w), orig)
-            masks = det["masks"].cpu().numpy() if keep_masks and "masks" in det else None
+            masks = g.masks_to_original(det["masks"].cpu().numpy()) if keep_masks and "masks" in det else None
             out.append(ImagePredictions(image_id=t["image_id"], boxes=boxes, scores=scores, masks=masks))
-            i += 1
     model.train(was_training)
     if had_masks is not None:
         heads.infer_masks = had_masks
@@ -99,10 +94,12 @@ def evaluate_dataset(preds: Sequence[ImagePredictions], dataset) -> FROCResult:
 
 def split_dataset(cfg: Config, data_root: str | os.PathLike, split: str) -> DeepLesionDataset:
     """A split of the DeepLesion-layout dataset at ``data_root`` as the model of ``cfg`` reads it:
-    ``cfg.model.slices`` context slices ``cfg.data.context_spacing_mm`` apart, resized to
-    ``cfg.data.size``; no masks (evaluation needs only boxes)."""
+    ``cfg.model.slices`` context slices by the context rule of ``cfg.model.operator``
+    (``cfg.data.context_spacing_mm``), fitted in ``cfg.data.size`` and padded to
+    ``cfg.data.pad_divisor``; no masks (evaluation needs only boxes)."""
     return DeepLesionDataset(data_root, split=split, slices=cfg.model.slices, size=cfg.data.size, masks=False,
-                             context_spacing_mm=cfg.data.context_spacing_mm)
+                             context_spacing_mm=cfg.data.context_spacing_mm, operator=cfg.model.operator,
+                             pad_divisor=cfg.data.pad_divisor)
 
 
 def predict_split(checkpoint: str | os.PathLike, data_root: str | os.PathLike, split: str = "val",

@@ -96,7 +96,8 @@ def train_transform(d: DataConfig):
     if not d.flip and not d.augment:
         return None
     return TrainTransform(flip_p=0.5 if d.flip else 0.0, shift=d.shift, scale=d.scale, rotate=d.rotate,
-                          p=d.augment_p if d.augment else 0.0)
+                          p=d.augment_p if d.augment else 0.0, interpolation=d.augment_interpolation,
+                          border=d.augment_border)
 
 
 def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None) -> DeepLesionDataset:
@@ -111,6 +112,7 @@ def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None
         transform=train_transform(d) if train else None,
         masks=(d.masks and cfg.model.mask) if masks is None else masks,
         mask_dir=d.mask_dir,
+        context_spacing_mm=d.context_spacing_mm, operator=cfg.model.operator, pad_divisor=d.pad_divisor,
     )
 
 

@@ -14,8 +14,8 @@ Protocol, in the order it is applied:
    (false positives so far / images, hits so far / ground-truth boxes).
 4. The sensitivity at a FP rate x follows numpy ``interp`` along that point sequence (written out in
    :func:`sensitivity_at`): the last point whose FP rate is <= x, so where several points share x
-   exactly, the last of them; past the end, the last sensitivity (the authors' AlignShift code
-   extrapolated linearly there; the spec and Ke Yan's code hold it); otherwise linear towards the
+   exactly, the last of them; past the end, the last sensitivity (held, as the authors' AlignShift
+   code, the spec and Ke Yan's code do); otherwise linear towards the
    next point. Before the first point the curve starts at (0, 0): the first point is either (0, s)
    (a hit or "neither" came first) or (1/images, 0) (a false positive came first), so prepending
    (0, 0) gives the same numbers as numpy's "hold the first value" to the left. With no

@@ -1,21 +1,26 @@
 """The detector: the 3D backbone + torchvision's Mask R-CNN parts, 2D heads on the key slice.
 
 Configured per spec section 4 by :class:`a3d.config.ModelConfig` (every size is a field, so the
-``tiny`` preset shrinks the same code path):
+``tiny`` preset shrinks the same code path; docs/fidelity.md lists each choice against the authors'):
 
 - RPN on the single stride-4 map ``"0"``: anchors 16..192 px x ratios 0.5/1/2 (18 per position),
-  fg 0.7 / bg 0.3, 32 anchors per image at 0.5 positive, pre/post NMS 12000/2000 (train),
-  6000/300 (test), NMS 0.7.
-- Box head: RoIAlign 7x7 (sampling 2), two FC of 2048, class-specific regression with weights
-  (10, 10, 5, 5) (= target stds .1 .1 .2 .2), 64 RoIs per image at 0.25 positive, IoU 0.5, ground
-  truth added to the proposals (torchvision does that).
+  fg 0.7 / bg 0.3, a ground truth's best anchors positive only from IoU 0.3, anchors crossing the
+  image border ignored (:class:`a3d.models.rpn.MaxIoURPN`), 32 anchors per image at 0.5 positive,
+  pre/post NMS 12000/2000 (train), 6000/300 (test), NMS 0.7.
+- Box head: RoIAlign 7x7 (sampling 2), two FC of 2048 (xavier-uniform; classifier N(0, 0.01),
+  regression N(0, 0.001)), class-specific regression with weights (10, 10, 5, 5) (= target stds
+  .1 .1 .2 .2), SmoothL1 beta 1.0, 64 RoIs per image at 0.25 positive, IoU 0.5, ground truth added
+  to the proposals (torchvision does that).
 - Mask head: RoIAlign 14x14, 4 conv3x3 of 256, deconv x2 to 28x28, **Dice** loss (sigmoid, smooth
-  0.01) instead of BCE: :class:`DiceRoIHeads`, a RoIHeads subclass (no torchvision globals patched).
-- Test: score 5e-5, NMS 0.5, 50 detections, masks pasted into the image and thresholded at 0.5.
+  0.01) instead of BCE. Box and mask heads: :class:`a3d.models.roi_heads.DiceRoIHeads`, a RoIHeads
+  subclass (no torchvision globals patched).
+- Test: score 5e-5 (AlignShift's configs: 0.001), NMS 0.5, 50 detections, masks pasted into the
+  image and thresholded at 0.5.
 
-No ``GeneralizedRCNNTransform``: images arrive already sized and normalised ((B, 1, D, H, W) in
-[-50, 205]); :class:`A3DDetector` is a thin wrapper that runs the backbone on the volume and gives
-the RPN / RoI heads the key slice's geometry. Outputs are in input pixel coordinates.
+No ``GeneralizedRCNNTransform``: images arrive already sized, padded and normalised ((B, 1, D, H, W)
+in [-50, 205]); :class:`A3DDetector` is a thin wrapper that runs the backbone on the volume and gives
+the RPN / RoI heads the key slice's geometry (each image's unpadded extent). Outputs are in input
+pixel coordinates.
 """
 
 from __future__ import annotations
@@ -25,138 +30,32 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import (
-    RoIHeads,
-    fastrcnn_loss,
-    maskrcnn_inference,
-    paste_masks_in_image,
-    project_masks_on_boxes,
-)
+from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from a3d.config import ModelConfig
 from a3d.errors import A3DError
 from a3d.models.backbone import densenet121_3d
+from a3d.models.roi_heads import DiceRoIHeads, dice_mask_loss, init_box_head
+from a3d.models.rpn import MaxIoURPN, OffsetAnchorGenerator
 from a3d.models.weights import resolve_pretrained
 from a3d.ops import set_thickness
-
-
-def dice_mask_loss(
-    mask_logits: Tensor,
-    proposals: list[Tensor],
-    gt_masks: list[Tensor],
-    gt_labels: list[Tensor],
-    mask_matched_idxs: list[Tensor],
-    smooth: float = 0.01,
-) -> Tensor:
-    """Dice loss between sigmoid mask predictions and GT masks cropped to the positive proposals.
-
-    Per RoI: 1 - (2 sum(p t) + s) / (sum(p) + sum(t) + s), averaged over RoIs; p = sigmoid of the
-    logits of the RoI's GT class, t = the GT mask RoIAligned to M x M (M = logits size, 28).
-    """
-    m = mask_logits.shape[-1]
-    labels = torch.cat([gl[idx] for gl, idx in zip(gt_labels, mask_matched_idxs)], dim=0)
-    targets = [project_masks_on_boxes(gm, p, idx, m) for gm, p, idx in zip(gt_masks, proposals, mask_matched_idxs)]
-    targets = torch.cat(targets, dim=0)
-    if targets.numel() == 0:
-        return mask_logits.sum() * 0
-    logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
-    p = torch.sigmoid(logits.float()).flatten(1)
-    t = targets.float().flatten(1)
-    dice = (2 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
-    return (1 - dice).mean()
-
-
-class DiceRoIHeads(RoIHeads):
-    """torchvision's RoIHeads (box + mask branches) with a Dice mask loss; no keypoint branch.
-
-    Training targets without ``masks`` give a zero mask loss (still connected to the graph, so DDP
-    sees every parameter used).
-    """
-
-    def __init__(self, *args, dice_smooth: float = 0.01, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.dice_smooth = dice_smooth
-        self.infer_masks = True  # at test time, skip the mask branch when False (boxes only: faster)
-
-    def check_targets(self, targets: Optional[list[dict[str, Tensor]]]) -> None:
-        # torchvision's requires "masks" whenever there is a mask branch; here they are optional
-        if targets is None:
-            raise ValueError("targets are needed in training mode")
-        for key in ("boxes", "labels"):
-            if not all(key in t for t in targets):
-                raise ValueError(f"every target needs {key!r}")
-
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        proposals: list[Tensor],
-        image_shapes: list[tuple[int, int]],
-        targets: Optional[list[dict[str, Tensor]]] = None,
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        if self.training:
-            if targets is None:
-                raise ValueError("targets are needed in training mode")
-            proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
-        box_features = self.box_roi_pool(features, proposals, image_shapes)
-        box_features = self.box_head(box_features)
-        class_logits, box_regression = self.box_predictor(box_features)
-
-        result: list[dict[str, Tensor]] = []
-        losses: dict[str, Tensor] = {}
-        if self.training:
-            loss_classifier, loss_box_reg = fastrcnn_loss(
-                class_logits.float(), box_regression.float(), labels, regression_targets
-            )
-            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
-        else:
-            boxes, scores, det_labels = self.postprocess_detections(
-                class_logits.float(), box_regression.float(), proposals, image_shapes
-            )
-            result = [{"boxes": b, "labels": l, "scores": s} for b, l, s in zip(boxes, det_labels, scores)]
-
-        if self.has_mask() and (self.training or self.infer_masks):
-            if self.training:
-                mask_proposals, pos_matched_idxs = [], []
-                for img_id in range(len(proposals)):
-                    pos = torch.where(labels[img_id] > 0)[0]
-                    mask_proposals.append(proposals[img_id][pos])
-                    pos_matched_idxs.append(matched_idxs[img_id][pos])
-            else:
-                mask_proposals = [r["boxes"] for r in result]
-            mask_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
-            mask_features = self.mask_head(mask_features)
-            mask_logits = self.mask_predictor(mask_features)
-            if self.training:
-                if all("masks" in t for t in targets):
-                    losses["loss_mask"] = dice_mask_loss(
-                        mask_logits,
-                        mask_proposals,
-                        [t["masks"] for t in targets],
-                        [t["labels"] for t in targets],
-                        pos_matched_idxs,
-                        self.dice_smooth,
-                    )
-                else:
-                    losses["loss_mask"] = mask_logits.sum() * 0
-            else:
-                probs = maskrcnn_inference(mask_logits.float(), [r["labels"] for r in result])
-                for prob, r in zip(probs, result):
-                    r["masks"] = prob
-        return result, losses
 
 
 class A3DDetector(nn.Module):
     """Backbone on the (B, 1, D, H, W) volume; RPN and RoI heads on its stride-4 key-slice map.
 
-    ``forward(images, thickness=None, targets=None)`` (pass ``thickness`` and ``targets`` by keyword):
+    ``forward(images, thickness=None, targets=None, image_sizes=None)`` (pass all but ``images`` by keyword):
 
     - ``images``: float (B, 1, D, H, W) in [-50, 205], D = ``model.slices``.
+    - ``image_sizes``: each image's (h, w) extent inside the padded input (the authors' ``img_shape``:
+      proposals and detections are clipped to it, anchors crossing it are ignored in training).
+      Default: each target's ``image_size`` when every target has one (the dataset's targets do),
+      else the whole (H, W).
     - ``thickness``: each sample's slice interval in mm, (B,) tensor or B numbers; required by the
       ``alignshift`` operator, unused by the others (still checked: one per image). This argument is the one way the thickness
       enters the detector: it is stored on the backbone's AlignShift layers with
@@ -190,7 +89,20 @@ class A3DDetector(nn.Module):
             raise A3DError(f"thickness: expected {images.shape[0]} values (one per image), got {t.numel()}")
         set_thickness(self.backbone, t)
 
-    def forward(self, images: Tensor, thickness=None, targets: Optional[list[dict[str, Tensor]]] = None):
+    @staticmethod
+    def _image_sizes(images: Tensor, image_sizes, targets) -> list[tuple[int, int]]:
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        if image_sizes is None and targets is not None and all("image_size" in t for t in targets):
+            image_sizes = [t["image_size"] for t in targets]
+        if image_sizes is None:
+            return [(h, w)] * images.shape[0]
+        sizes = [(int(s[0]), int(s[1])) for s in image_sizes]
+        if len(sizes) != images.shape[0] or any(not (0 < a <= h and 0 < b <= w) for a, b in sizes):
+            raise A3DError(f"image_sizes: expected {images.shape[0]} (h, w) within the input's {h} x {w}, got {sizes}")
+        return sizes
+
+    def forward(self, images: Tensor, thickness=None, targets: Optional[list[dict[str, Tensor]]] = None,
+                image_sizes=None):
         if images.dim() != 5 or images.shape[1] != 1:
             raise A3DError(f"detector input: expected (B, 1, D, H, W), got {tuple(images.shape)}")
         if images.shape[2] != self.slices:
@@ -199,10 +111,13 @@ class A3DDetector(nn.Module):
             raise A3DError("detector: targets are needed in training mode")
         self._set_thickness(images, thickness)
         h, w = images.shape[-2:]
+        sizes = self._image_sizes(images, image_sizes, targets)
+        if targets is not None:  # the RPN flags border anchors against each image's own extent
+            targets = [{**t, "image_size": s} for t, s in zip(targets, sizes)]
         feature = self.backbone(images)
         features = OrderedDict([("0", feature)])
         key = images[:, :, images.shape[2] // 2]  # (B, 1, H, W): only its shape/device are used by the RPN
-        image_list = ImageList(key, [(int(h), int(w))] * images.shape[0])
+        image_list = ImageList(key, sizes)
         # the RPN in float32 even under autocast: torchvision decodes proposals in the deltas' dtype,
         # and bfloat16 coordinates are off by pixels at a 512-pixel scale
         with torch.autocast(device_type=feature.device.type, enabled=False):
@@ -243,13 +158,13 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
     backbone = densenet121_3d(m.operator, m.slices, pretrained=weights, checkpoint=m.checkpointing)
     channels = backbone.out_channels
 
-    anchors = AnchorGenerator(sizes=(tuple(m.anchor_sizes),), aspect_ratios=(tuple(m.aspect_ratios),))
+    anchors = OffsetAnchorGenerator((tuple(m.anchor_sizes),), (tuple(m.aspect_ratios),), m.anchor_offset)
     n_anchors = anchors.num_anchors_per_location()[0]
     if m.rpn_channels and m.rpn_channels != channels:
         rpn_head = NarrowRPNHead(channels, n_anchors, m.rpn_channels)
     else:
         rpn_head = RPNHead(channels, n_anchors)
-    rpn = RegionProposalNetwork(
+    rpn = MaxIoURPN(
         anchors,
         rpn_head,
         fg_iou_thresh=m.rpn_fg_iou,
@@ -259,10 +174,13 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
         pre_nms_top_n={"training": m.rpn_pre_nms_train, "testing": m.rpn_pre_nms_test},
         post_nms_top_n={"training": m.rpn_post_nms_train, "testing": m.rpn_post_nms_test},
         nms_thresh=m.rpn_nms,
+        allowed_border=m.rpn_allowed_border,
+        min_pos_iou=m.rpn_min_pos_iou,
     )
     box_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=m.roi_size, sampling_ratio=m.roi_sampling_ratio)
     box_head = TwoMLPHead(channels * m.roi_size**2, m.fc_width)
     box_predictor = FastRCNNPredictor(m.fc_width, m.num_classes)
+    init_box_head(box_head, box_predictor, m.box_head_init)
     mask_kwargs = {}
     if m.mask:
         mask_kwargs = dict(
@@ -288,9 +206,11 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
         nms_thresh=m.nms,
         detections_per_img=m.detections,
         dice_smooth=m.dice_smooth,
+        box_loss_beta=m.box_loss_beta,
         **mask_kwargs,
     )
     return A3DDetector(backbone, rpn, roi_heads, m)
 
 
-__all__ = ["A3DDetector", "DiceRoIHeads", "NarrowRPNHead", "build_detector", "dice_mask_loss", "resolve_pretrained"]
+__all__ = ["A3DDetector", "DiceRoIHeads", "MaxIoURPN", "NarrowRPNHead", "build_detector", "dice_mask_loss",
+           "resolve_pretrained"]

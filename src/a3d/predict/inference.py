@@ -1,8 +1,9 @@
 """From a scan to detections: model inputs built like the training data, the model run in batches.
 
-1. :class:`ContextBuilder`: for each key slice, ``cfg.model.slices`` context slices
-   ``cfg.data.context_spacing_mm`` apart (linear interpolation between stored slices, clamped at the
-   ends: :func:`a3d.data.slices.interpolation_plan`, the dataset's rule), each fitted in-plane into
+1. :class:`ContextBuilder`: for each key slice, ``cfg.model.slices`` context slices by the dataset's
+   context rule for ``cfg.model.operator`` (:func:`a3d.data.slices.context_plan`: interpolated
+   ``cfg.data.context_spacing_mm`` apart, clamped at the ends; AlignShift takes the stored
+   neighbours of series at least that thick), each fitted in-plane into
    the ``cfg.data.size`` input (:class:`a3d.predict.geometry.InplaneFit`), HU mapped to [-50, 205].
 2. :func:`run_model`: (B, D, S, S) inputs -> the detector's outputs as numpy; the scan's slice
    interval goes in as every sample's ``thickness`` (AlignShift), the detector's one door for it.
@@ -22,7 +23,7 @@ from torch import nn
 
 from a3d.config import Config
 from a3d.data.scans import Scan
-from a3d.data.slices import hu_to_input, interpolation_plan
+from a3d.data.slices import context_plan, hu_to_input
 from a3d.predict.candidates import group_candidates
 from a3d.predict.geometry import InplaneFit, canonical_to_original_slices, key_slices
 from a3d.predict.measurements import NO_MEASURES, diameters
@@ -40,6 +41,7 @@ class ContextBuilder:
         self.depth = cfg.model.slices
         self.size = cfg.data.size
         self.spacing_mm = cfg.data.context_spacing_mm
+        self.operator = cfg.model.operator
         z, h, w = scan.hu.shape
         sx, sy, sz = scan.spacing
         self.n = z
@@ -56,7 +58,7 @@ class ContextBuilder:
 
     def build(self, key: int) -> np.ndarray:
         """(D, size, size) float32 in [-50, 205] for canonical key slice ``key``."""
-        plan = interpolation_plan(key, self.sz, self.depth, 0, self.n - 1, spacing_mm=self.spacing_mm)
+        plan = context_plan(key, self.sz, self.depth, 0, self.n - 1, self.spacing_mm, self.operator)
         out = np.empty((self.depth, self.size, self.size), dtype=np.float32)
         for d, (lo, hi, w) in enumerate(plan):
             a = self._slice(int(lo))
@@ -68,7 +70,7 @@ class ContextBuilder:
 
     def forget_before(self, key: int) -> None:
         """Drop cached slices that no key slice >= ``key`` reaches (key slices come in order)."""
-        reach = int(math.ceil(self.depth * self.spacing_mm / self.sz)) + 2
+        reach = int(math.ceil(self.depth * max(self.spacing_mm / self.sz, 1.0))) + 2
         for k in [k for k in self._cache if k < key - reach]:
             del self._cache[k]
 
