@@ -108,7 +108,6 @@ def make_dataset(cfg: Config, split: str, train: bool, masks: bool | None = None
         split=split,
         slices=cfg.model.slices,
         size=d.size,
-        context_spacing_mm=d.context_spacing_mm,
         transform=train_transform(d) if train else None,
         masks=(d.masks and cfg.model.mask) if masks is None else masks,
         mask_dir=d.mask_dir,

@@ -212,5 +212,4 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
     return A3DDetector(backbone, rpn, roi_heads, m)
 
 
-__all__ = ["A3DDetector", "DiceRoIHeads", "MaxIoURPN", "NarrowRPNHead", "build_detector", "dice_mask_loss",
-           "resolve_pretrained"]
+__all__ = ["A3DDetector", "DiceRoIHeads", "MaxIoURPN", "NarrowRPNHead", "build_detector", "dice_mask_loss"]
