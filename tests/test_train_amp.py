@@ -43,7 +43,10 @@ def test_amp_training_clips_the_true_gradient(amp, dtype, synth_root, tmp_path, 
     (``scaler.unscale_`` removed: the applied gradient's norm is then CLIP / 65536)."""
     cfg = small_config(synth_root, "train.max_iters=1", f"train.amp={amp}", f"train.clip_grad={CLIP}",
                        "train.weight_decay=0", "train.threads=1")
-    train(cfg, tmp_path / "run", **QUIET)
+    # a quarter of the loss: with the authors' head init, the full first gradient times GradScaler's
+    # initial 2^16 overflows fp16 and the step is skipped (normal AMP behaviour, but it leaves no
+    # momentum to read); clipping still brings the smaller gradient down to CLIP
+    train(cfg, tmp_path / "run", loss_hook=lambda it, losses: {k: v * 0.25 for k, v in losses.items()}, **QUIET)
     assert conv_dtypes == {dtype}
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
