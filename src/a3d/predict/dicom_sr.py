@@ -3,8 +3,9 @@
 Per candidate, under one tracking identifier (the UID its SEG segment carries), on the source image
 of the slice its diameters were measured on (``measured_on_slice``):
 
-- a measurement group (TID 1501): the long and short axis in mm, each inferred from a two-point
-  polyline (SCOORD) on that image, and the score (TID 1410 allows no coordinates on measurements);
+- a measurement group (TID 1501): the long and short axis in mm, each inferred from its two end
+  points, as a polyline on that image (SCOORD, column/row) and in the source's Frame of Reference
+  (SCOORD3D, LPS mm), and the score (TID 1410 allows no coordinates on measurements);
 - a planar ROI group (TID 1410): that detection's box as a closed polyline (the region), the score;
 - a volumetric ROI group (TID 1411) referencing the candidate's segment in the SEG: the volume
   (mm3) and the score.
@@ -44,14 +45,19 @@ def _source_ref(res: PredictionResult, k: int) -> hd.sr.SourceImageForRegion:
 
 
 def _axis(res: PredictionResult, d: Detection, key: str, name) -> list[hd.sr.Measurement]:
-    """The long or short axis of ``d`` as a measurement inferred from its two end points."""
-    ends = d.measures.get(f"{key}_axis_px")
-    if ends is None:
+    """The long or short axis of ``d`` as a measurement inferred from its two end points: on the
+    source image (SCOORD, column/row) and in the patient frame of reference (SCOORD3D, LPS mm)."""
+    ends = np.reshape(d.measures.get(f"{key}_axis_px") or [], (-1, 2))
+    if not len(ends):
         return []
-    k, pts = image_polyline(res.scan, np.reshape(ends, (2, 2)), d.z)
-    coords = hd.sr.CoordinatesForMeasurement(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=pts,
-                                             source_image=_source_ref(res, k))
-    return [_number(name, d.measures[f"{key}_mm"], codes.UCUM.Millimeter, [coords])]
+    scan = res.scan
+    k, pts = image_polyline(scan, ends, d.z)
+    lps = np.array([scan.physical_point(x - 0.5, y - 0.5, d.z) for x, y in ends])
+    coords = [hd.sr.CoordinatesForMeasurement(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=pts,
+                                              source_image=_source_ref(res, k)),
+              hd.sr.CoordinatesForMeasurement3D(graphic_type=hd.sr.GraphicTypeValues3D.POLYLINE, graphic_data=lps,
+                                                frame_of_reference_uid=source_dataset(scan, k).FrameOfReferenceUID)]
+    return [_number(name, d.measures[f"{key}_mm"], codes.UCUM.Millimeter, coords)]
 
 
 def axes_group(res: PredictionResult, c: Candidate, tracking: hd.sr.TrackingIdentifier):
