@@ -70,12 +70,20 @@ def truncate(path: Path, keep: int | None = None, cut: int = 500) -> None:
     path.write_bytes(data[:keep] if keep is not None else data[:-cut])
 
 
-def real_ct_as_dicom(nifti: Path, folder: Path, **kw) -> tuple[list[Path], object]:
-    """A real CT NIfTI written as an axial DICOM series (LPS, identity orientation: the volume is
-    re-oriented first). Returns (paths in slice order, the LPS SimpleITK image)."""
+def real_ct_as_dicom(nifti: Path, folder: Path, mirrored: bool = False, **kw) -> tuple[list[Path], object]:
+    """A real CT NIfTI written as an axial DICOM series. The volume is re-oriented to LPS first; the
+    series has rows along +x and columns along +y (identity orientation) or, ``mirrored``, rows
+    along -x and columns along -y (ImageOrientationPatient -1 0 0 0 -1 0: each image is the LPS
+    slice turned by 180 degrees, the same anatomy at the same patient positions).
+    Returns (paths in slice order, the LPS SimpleITK image)."""
     import SimpleITK as sitk
 
     img = sitk.DICOMOrient(sitk.ReadImage(str(nifti)), "LPS")
     vol = sitk.GetArrayFromImage(img).astype(np.float32)
-    sp = img.GetSpacing()
-    return write_slices(folder, vol, spacing=sp, origin=img.GetOrigin(), **kw), img
+    sp, origin = img.GetSpacing(), np.asarray(img.GetOrigin(), dtype=float)
+    if mirrored:
+        _, h, w = vol.shape
+        vol = vol[:, ::-1, ::-1]
+        origin = origin + np.array([(w - 1) * sp[0], (h - 1) * sp[1], 0.0])
+        kw["iop"] = (-1, 0, 0, 0, -1, 0)
+    return write_slices(folder, vol, spacing=sp, origin=tuple(origin), **kw), img

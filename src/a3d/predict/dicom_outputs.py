@@ -24,13 +24,17 @@ def _dcm_bytes(ds) -> bytes:
 
 
 def write_dicom(res: PredictionResult, folder: Path) -> dict[str, str | None]:
-    """Write ``dicom/seg.dcm`` (when there are candidates: a SEG needs a segment) and
-    ``dicom/sr.dcm``; returns their names for ``files`` in predictions.json (None: not written)."""
+    """Write ``dicom/seg.dcm`` and ``dicom/sr.dcm``; returns their names for ``files`` in
+    predictions.json. Without candidates neither is written (None; a warning says why): a SEG needs
+    a segment and a TID 1500 report a measurement group."""
     check_dicom_source(res.scan)
+    if not res.candidates:
+        res.scan.warnings.append("no candidates: no DICOM SEG/SR written (--dicom; a SEG needs a segment, "
+                                 "a TID 1500 report a measurement)")
+        return {"dicom_seg": None, "dicom_sr": None}
     tracking = {c.id: hd.UID() for c in res.candidates}  # one finding, one UID, in the SEG and the SR
-    seg = segmentation(res, tracking) if res.candidates else None
+    seg = segmentation(res, tracking)
     sr = measurement_report(res, tracking, seg)
-    if seg is not None:
-        write_bytes_atomic(folder / SEG_FILE, _dcm_bytes(seg))
+    write_bytes_atomic(folder / SEG_FILE, _dcm_bytes(seg))
     write_bytes_atomic(folder / SR_FILE, _dcm_bytes(sr))
-    return {"dicom_seg": SEG_FILE if seg is not None else None, "dicom_sr": SR_FILE}
+    return {"dicom_seg": SEG_FILE, "dicom_sr": SR_FILE}

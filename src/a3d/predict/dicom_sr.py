@@ -100,7 +100,7 @@ def volumetric_group(res: PredictionResult, c: Candidate, tracking: hd.sr.Tracki
 
 def measurement_report(res: PredictionResult, tracking_uids: dict[int, str],
                        seg: hd.seg.Segmentation | None) -> hd.sr.Comprehensive3DSR:
-    """The SR of ``res``: three groups per candidate (none when nothing was found: a report of no findings)."""
+    """The SR of ``res`` (at least one candidate): three groups per candidate, two without ``seg``."""
     groups = []
     for c in sorted(res.candidates, key=lambda c: c.id):
         tracking = hd.sr.TrackingIdentifier(uid=tracking_uids[c.id], identifier=f"a3d candidate {c.id}")
