@@ -250,7 +250,8 @@ def test_slicer_markups_match_the_sr_and_the_json(real_run):
 def test_markups_on_ras_nifti_contain_the_lesion(tmp_path, standin):
     """RAS-stored NIfTI (no DICOM): markups are still written, in LPS; each planted lesion's centre
     lies inside one ROI box and its long axis line is about its largest in-plane diameter. Fails if
-    the RAS->LPS flip is lost (boxes mirrored away from the lesions)."""
+    the box centre is computed on the file's own (RAS) voxel grid instead of the canonical LPS one
+    (boxes mirrored away from the lesions)."""
     path, lesions, _, _ = synthetic_nifti(tmp_path / "s.nii.gz")
     out = tmp_path / "out"
     assert main(["predict", str(path), "--checkpoint", "c.pt", "--out", str(out), "--no-html", "--no-overlays"]) == 0
