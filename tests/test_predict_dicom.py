@@ -287,3 +287,27 @@ def test_dicom_flag_needs_dicom_input_and_handles_no_findings(tmp_path, standin,
     assert not (out / "ct" / "dicom").exists() and any("no candidates: no DICOM SEG/SR" in w for w in ct["warnings"])
     n = json.loads((out / "n" / "predictions.json").read_text())
     assert "dicom_sr" not in n["files"] and any("no DICOM SEG/SR (--dicom)" in w for w in n["warnings"])
+
+
+def test_axis_end_points_are_the_measured_chords():
+    """On a tilted ellipse mask (semi-axes 20 and 8 px, anisotropic pixels) the long and short axis
+    end points are as far apart (mm) as the diameters reported, the short axis is perpendicular to
+    the long one and crosses it near the centre (not at a tip). Fails if the short axis ends are taken along the
+    long axis direction, or from the wrong bin."""
+    from a3d.predict.measurements import diameters
+
+    sx, sy = 0.7, 0.9
+    yy, xx = np.mgrid[0:80, 0:90] + 0.5
+    t = np.radians(30)
+    u = ((xx - 45) * np.cos(t) + (yy - 40) * np.sin(t)) / 20
+    v = (-(xx - 45) * np.sin(t) + (yy - 40) * np.cos(t)) / 8
+    d = diameters(u**2 + v**2 <= 1, sx, sy)
+    scale = np.array([sx, sy])
+    long_ends = np.reshape(d["long_axis_px"], (2, 2)) * scale
+    short_ends = np.reshape(d["short_axis_px"], (2, 2)) * scale
+    assert np.linalg.norm(np.diff(long_ends, axis=0)) == pytest.approx(d["long_mm"], abs=1e-9)
+    assert np.linalg.norm(np.diff(short_ends, axis=0)) == pytest.approx(d["short_mm"], abs=1e-9)
+    lu, su = np.diff(long_ends, axis=0)[0], np.diff(short_ends, axis=0)[0]
+    assert abs(lu @ su) / (np.linalg.norm(lu) * np.linalg.norm(su)) < 0.05
+    # its widest chord is at the centre; pixel squares make neighbouring chords nearly as wide
+    assert np.linalg.norm(short_ends.mean(0) - np.array([45, 40]) * scale) < 0.15 * d["long_mm"]

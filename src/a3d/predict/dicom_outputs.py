@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import highdicom as hd
@@ -12,6 +13,9 @@ from a3d.predict.dicom_refs import check_dicom_source
 from a3d.predict.dicom_seg import segmentation
 from a3d.predict.dicom_sr import measurement_report
 from a3d.predict.results import PredictionResult
+
+# highdicom logs every attribute module it copies at INFO: the CLI's INFO log is for a3d's progress
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 SEG_FILE = "dicom/seg.dcm"
 SR_FILE = "dicom/sr.dcm"
