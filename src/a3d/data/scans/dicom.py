@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from a3d.data.scans.dicom_files import DicomFile, Unreadable, read_dicom_folder
-from a3d.data.scans.dicom_series import SliceGrid, _names, assemble_stack
+from a3d.data.scans.dicom_series import SliceGrid, assemble_stack, name_list
 from a3d.data.scans.files import _listdir, scan_name
 from a3d.data.scans.geometry import Scan, _sitk, finish_scan
 from a3d.errors import A3DError
@@ -57,7 +57,7 @@ def list_dicom_series(folder: str | os.PathLike) -> list[SeriesInfo]:
 
 def _choose_series(folder: Path, series: list[SeriesInfo], series_uid: str | None, unreadable: list[Unreadable]) -> SeriesInfo:
     if not series:
-        bad = f" ({_names([f'{u.name}: {u.reason}' for u in unreadable])})" if unreadable else ""
+        bad = f" ({name_list([f'{u.name}: {u.reason}' for u in unreadable])})" if unreadable else ""
         raise A3DError(f"{folder}: no readable DICOM series in this folder (files corrupt or not DICOM){bad}")
     if series_uid is not None:
         match = [s for s in series if s.uid == series_uid]

@@ -72,10 +72,10 @@ class SliceGrid:
         return lo, hi, float(w)
 
 
-def _names(items, more: str = "") -> str:
-    names = [getattr(i, "name", str(i)) for i in items]
-    text = ", ".join(names[:_NAMED])
-    return text + (f" ... and {len(names) - _NAMED} more{more}" if len(names) > _NAMED else "")
+def name_list(items: list[str]) -> str:
+    """The first few items, comma-separated, then how many more: one error line stays readable."""
+    text = ", ".join(items[:_NAMED])
+    return text + (f" ... and {len(items) - _NAMED} more" if len(items) > _NAMED else "")
 
 
 def check_images(files: list[DicomFile]) -> None:
@@ -237,13 +237,13 @@ def _hole_text(grid: SliceGrid, regular: bool) -> str:
         off = [j for j in range(len(grid.files)) if j not in on]
         steps = np.diff(grid.positions)
         parts.append(f"irregular slice spacing ({steps.min():.2f}..{steps.max():.2f} mm): {len(off)} slices off the "
-                     f"regular {grid.spacing:.2f} mm grid ({_names([f'{grid.files[j].name} at {grid.positions[j]:.2f} mm' for j in off])})")
+                     f"regular {grid.spacing:.2f} mm grid ({name_list([f'{grid.files[j].name} at {grid.positions[j]:.2f} mm' for j in off])})")
     if holes:
         where = []
         for i in holes:
             lo, hi, _ = grid.neighbours(i)
             where.append(f"{grid.grid_position(i):.2f} mm (between {grid.files[lo].name} and {grid.files[hi].name})")
-        parts.append(f"{len(holes)} grid positions without an image (along the slice normal: {_names(where)})")
+        parts.append(f"{len(holes)} grid positions without an image (along the slice normal: {name_list(where)})")
     return "; ".join(parts)
 
 
@@ -273,7 +273,7 @@ def assemble_stack(files: list[DicomFile], unreadable: list[Unreadable], series_
     missing = [u for u in unreadable if u.series_uid in (None, series_uid)]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} unreadable files ({_names([f'{u.name}: {u.reason}' for u in missing])})")
+        problems.append(f"{len(missing)} unreadable files ({name_list([f'{u.name}: {u.reason}' for u in missing])})")
     if grid.interpolated or not regular:
         problems.append(_hole_text(grid, regular))
     if problems and not allow_missing:
