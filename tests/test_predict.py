@@ -333,7 +333,7 @@ DOC_KEYS = {"format", "version", "a3d_version", "created", "input", "geometry", 
             "seconds", "warnings", "files", "detections", "candidates"}
 DET_KEYS = {"id", "candidate", "slice", "canonical_slice", "slice_file", "score", "box_px", "box_mm", "width_mm", "height_mm",
             "box_lps", "center_lps", "center_original_index", "box_original_index_min", "box_original_index_max",
-            "long_axis_mm", "short_axis_mm", "long_axis_px", "mask_area_mm2", "mask_pixels", "mask_outline_px"}
+            "long_axis_mm", "short_axis_mm", "long_axis_px", "short_axis_px", "mask_area_mm2", "mask_pixels", "mask_outline_px"}
 CAND_KEYS = {"id", "key_detection", "key_slice", "key_canonical_slice", "max_score", "mean_score", "n_detections", "n_slices",
              "slices", "canonical_slices", "z_extent_mm", "volume_mm3", "volume_ml", "long_axis_mm", "short_axis_mm",
              "measured_on_slice", "centroid_lps", "centroid_canonical_index", "bbox_lps_min", "bbox_lps_max", "detections", "overlay"}

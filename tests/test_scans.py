@@ -196,12 +196,3 @@ def test_deeplesion_png_series(tmp_path):
     (d / "021.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(A3DError, match="021.png"):
         S.read_scan(d, spacing=(1, 1, 1))
-
-
-def test_dicom_missing_slice_warns(tmp_path):
-    d = tmp_path / "dcm"
-    write_dicom_series(d, phantom((8, 16, 16)), shuffle=False)
-    assert S.read_scan(d).warnings == []
-    sorted(d.iterdir())[3].unlink()
-    w = S.read_scan(d).warnings
-    assert len(w) == 1 and "non-uniform slice spacing" in w[0]

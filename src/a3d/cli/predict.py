@@ -20,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Detect lesions in a CT scan: a DICOM series folder, a NIfTI file (.nii/.nii.gz), a DeepLesion "
             "PNG series folder, or a folder of such scans (batch: one sub-folder of --out per scan). "
-            "Writes predictions.json, detections.csv, candidates.csv, overlays/, report.html and optionally labels.nii.gz. "
+            "Writes predictions.json, detections.csv, candidates.csv, overlays/, report.html, slicer/ markups and "
+            "optionally labels.nii.gz and (DICOM input) a DICOM SEG and SR. "
             "See docs/predict.md."
         ),
     )
@@ -30,6 +31,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID to use (default: the series with most files)")
     p.add_argument("--list-series", action="store_true", help="list the DICOM series of INPUT and exit")
+    p.add_argument("--acquisition", type=int, metavar="N", help="DICOM: use only the files with AcquisitionNumber N "
+                   "(when several acquisitions of one region are mixed in a series)")
+    p.add_argument("--allow-missing", action="store_true", help="DICOM: proceed when slices are missing or unreadable "
+                   "(or irregularly spaced): interpolate them (marked, never key slices) instead of refusing")
     p.add_argument("--dl-info", metavar="CSV", help="DeepLesion DL_info.csv giving the spacing of a PNG series")
     p.add_argument("--spacing", metavar="X,Y,Z", help="voxel spacing in mm for a DeepLesion PNG series")
     g = p.add_mutually_exclusive_group()
@@ -44,6 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--nifti-labels", action="store_true", help="also write labels.nii.gz (candidate ids, input geometry)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlays/ PNGs")
     p.add_argument("--no-html", action="store_true", help="do not write report.html")
+    p.add_argument("--no-markups", action="store_true", help="do not write slicer/*.mrk.json (3D Slicer markups)")
+    p.add_argument("--dicom", action="store_true", help="DICOM input: also write dicom/seg.dcm (DICOM SEG) and "
+                   "dicom/sr.dcm (TID 1500 measurement report) in the source study")
     p.set_defaults(func=run)
     return p
 
@@ -88,7 +96,7 @@ def run(args) -> int:
     if not args.checkpoint or not args.out:
         raise A3DError("--checkpoint CKPT and --out DIR are required (only --list-series works without them)")
     read = P.ReadOptions(series=args.series, spacing=parse_spacing(args.spacing) if args.spacing else None,
-                         dl_info=args.dl_info)
+                         dl_info=args.dl_info, allow_missing=args.allow_missing, acquisition=args.acquisition)
     if args.dl_info and not Path(args.dl_info).is_file():
         raise A3DError(f"{args.dl_info}: --dl-info file not found")
     if not 0 <= args.score_threshold <= 1:
@@ -99,7 +107,8 @@ def run(args) -> int:
         score_threshold=args.score_threshold, link_iou=args.link_iou, batch_size=args.batch_size,
         device=args.device, amp=args.amp, slices=_parse_slices(args), window=_parse_window(args.window),
     )
-    outputs = P.OutputOptions(overlays=not args.no_overlays, html=not args.no_html, nifti_labels=args.nifti_labels)
+    outputs = P.OutputOptions(overlays=not args.no_overlays, html=not args.no_html, nifti_labels=args.nifti_labels,
+                              markups=not args.no_markups, dicom=args.dicom)
     done = P.predict_input(args.input, args.checkpoint, args.out, settings, read, outputs, overwrite=args.overwrite,
                            progress=_progress)
     if not done.batch:

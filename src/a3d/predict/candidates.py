@@ -12,11 +12,22 @@ import numpy as np
 
 from a3d.boxes import box_iomin, box_iou
 from a3d.data.scans import Scan
+from a3d.predict.geometry import interpolated_canonical
 from a3d.predict.results import Candidate, Detection
 
 
-def _linked_groups(dets: list[Detection], processed: set[int], link_iou: float) -> list[list[Detection]]:
-    """Connected components (union-find) of the 'overlaps on the next processed slice' relation."""
+def _next_slice(z: int, skipped: set[int]) -> int:
+    """The slice after ``z``, stepping over interpolated slices (no source image, never key slices)."""
+    z += 1
+    while z in skipped:
+        z += 1
+    return z
+
+
+def _linked_groups(dets: list[Detection], processed: set[int], link_iou: float,
+                   skipped: set[int] = frozenset()) -> list[list[Detection]]:
+    """Connected components (union-find) of the 'overlaps on the next processed slice' relation;
+    ``skipped``: interpolated slices, bridged."""
     parent = list(range(len(dets)))
 
     def find(i):
@@ -29,8 +40,9 @@ def _linked_groups(dets: list[Detection], processed: set[int], link_iou: float) 
     for i, d in enumerate(dets):
         by_z.setdefault(d.z, []).append(i)
     for z, idx in by_z.items():
-        nxt = by_z.get(z + 1)
-        if not nxt or (z + 1) not in processed:
+        zn = _next_slice(z, skipped)
+        nxt = by_z.get(zn)
+        if not nxt or zn not in processed:
             continue
         ba = np.stack([dets[i].box for i in idx])
         bb = np.stack([dets[j].box for j in nxt])
@@ -47,7 +59,9 @@ def _linked_groups(dets: list[Detection], processed: set[int], link_iou: float) 
 
 def group_candidates(dets: list[Detection], processed: set[int], link_iou: float, scan: Scan) -> list[Candidate]:
     """Candidates numbered from 1 by decreasing max score; sets each detection's ``candidate``."""
-    cands = [Candidate(0, sorted(g, key=lambda d: (d.z, -d.score))) for g in _linked_groups(dets, processed, link_iou)]
+    skipped = interpolated_canonical(scan)
+    groups = _linked_groups(dets, processed, link_iou, skipped)
+    cands = [Candidate(0, sorted(g, key=lambda d: (d.z, -d.score))) for g in groups]
     cands.sort(key=lambda c: -max(d.score for d in c.detections))
     for cid, c in enumerate(cands, 1):
         c.id = cid
@@ -58,19 +72,21 @@ def group_candidates(dets: list[Detection], processed: set[int], link_iou: float
 
 
 def _volume_mm3(c: Candidate, scan: Scan, zs: list[int]) -> float:
-    """Sum over its slices of the union of the candidate's masks on that slice, times the slice interval."""
+    """Sum over its slices of the union of the candidate's masks on that slice, times the slice
+    interval; an interpolated slice inside the candidate counts as the mean of its neighbours."""
     sx, sy, sz = scan.spacing
-    total = 0.0
+    area = {}
     for z in zs:
         ds = [d for d in c.detections if d.z == z]
         if len(ds) == 1:
-            total += ds[0].measures.get("area_mm2", 0.0)
+            area[z] = ds[0].measures.get("area_mm2", 0.0)
         else:
             m = np.zeros(scan.hu.shape[1:], dtype=bool)
             for d in ds:
                 m |= d.full_mask(m.shape)
-            total += float(m.sum()) * sx * sy
-    return total * sz
+            area[z] = float(m.sum()) * sx * sy
+    bridged = [(a, b) for a, b in zip(zs, zs[1:]) if b > a + 1]  # only interpolated slices lie between
+    return (sum(area.values()) + sum((b - a - 1) * (area[a] + area[b]) / 2 for a, b in bridged)) * sz
 
 
 def _centroid(c: Candidate, best: Detection) -> tuple[float, float, float]:
@@ -102,12 +118,17 @@ def _bbox_lps(c: Candidate, scan: Scan, zs: list[int]) -> tuple[np.ndarray, np.n
     return np.minimum(corners[0], corners[1]), np.maximum(corners[0], corners[1])
 
 
+def measured_detection(c: Candidate) -> Detection:
+    """The detection a candidate's diameters come from: the one with the longest long axis."""
+    return max(c.detections, key=lambda d: d.measures.get("long_mm", 0.0))
+
+
 def candidate_info(c: Candidate, scan: Scan) -> dict:
     """JSON-ready description of one candidate (docs/predict.md lists the keys)."""
     sz = scan.spacing[2]
     zs = sorted({d.z for d in c.detections})
     best = max(c.detections, key=lambda d: d.score)
-    largest = max(c.detections, key=lambda d: d.measures.get("long_mm", 0.0))
+    largest = measured_detection(c)
     volume = _volume_mm3(c, scan, zs)
     cx, cy, cz = _centroid(c, best)
     lo, hi = _bbox_lps(c, scan, zs)
@@ -121,7 +142,7 @@ def candidate_info(c: Candidate, scan: Scan) -> dict:
         "n_slices": len(zs),
         "canonical_slices": [int(zs[0]), int(zs[-1])],
         "slices": sorted({int(d.slice) for d in c.detections}),
-        "z_extent_mm": float(len(zs) * sz),
+        "z_extent_mm": float((zs[-1] - zs[0] + 1) * sz),
         "volume_mm3": float(volume),
         "volume_ml": float(volume / 1000.0),
         "long_axis_mm": float(largest.measures.get("long_mm", 0.0)),

@@ -83,16 +83,31 @@ def canonical_to_original_slices(scan: Scan) -> np.ndarray:
     return np.array([scan.original_slice_index(z) for z in range(n)], dtype=np.int64)
 
 
+def interpolated_canonical(scan: Scan) -> set[int]:
+    """Canonical indices of the slices without a source image (``scan.interpolated``)."""
+    if not scan.interpolated:
+        return set()
+    orig = canonical_to_original_slices(scan)
+    return {int(z) for z in np.nonzero(np.isin(orig, np.asarray(scan.interpolated, dtype=np.int64)))[0]}
+
+
 def key_slices(scan: Scan, slices: tuple[int | None, int | None] | None) -> list[int]:
-    """Canonical key slices for an ``[start, stop)`` range of original slice indices (None: all)."""
+    """Canonical key slices for an ``[start, stop)`` range of original slice indices (None: all).
+    Interpolated slices (``scan.interpolated``: no source image) are never key slices."""
     orig = canonical_to_original_slices(scan)
     n = len(orig)
+    real = np.ones(n, dtype=bool)
+    real[list(interpolated_canonical(scan))] = False
     if slices is None:
-        return list(range(n))
+        return [int(z) for z in np.nonzero(real)[0]]
     start, stop = slices
     lo = 0 if start is None else start
     hi = n if stop is None else stop
+    what = f"--slice {lo}" if hi == lo + 1 else f"--slices {lo}:{hi}"
     if lo < 0 or lo >= n or hi <= lo or hi > n:
-        what = f"--slice {lo}" if hi == lo + 1 else f"--slices {lo}:{hi}"
         raise A3DError(f"{scan.source}: {what} out of range; the scan has slices 0..{n - 1}")
-    return sorted(int(z) for z in np.nonzero((orig >= lo) & (orig < hi))[0])
+    keys = np.nonzero((orig >= lo) & (orig < hi) & real)[0]
+    if not len(keys):
+        raise A3DError(f"{scan.source}: {what}: only interpolated slices (no source image: {list(scan.interpolated)}); "
+                       "choose slices that exist in the series")
+    return sorted(int(z) for z in keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # the measurements of a detection without mask pixels
-NO_MEASURES = {"long_mm": 0.0, "short_mm": 0.0, "long_axis_px": None, "area_mm2": 0.0}
+NO_MEASURES = {"long_mm": 0.0, "short_mm": 0.0, "long_axis_px": None, "short_axis_px": None, "area_mm2": 0.0}
 
 
 def _hull_points_mm(mask: np.ndarray, sx: float, sy: float) -> np.ndarray:
@@ -24,8 +24,9 @@ def _hull_points_mm(mask: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return hull
 
 
-def _short_axis_mm(mask: np.ndarray, sx: float, sy: float, u: np.ndarray) -> float:
-    """Longest extent across the unit long-axis direction ``u`` (mm), mask pixels binned along ``u``."""
+def _short_axis(mask: np.ndarray, sx: float, sy: float, u: np.ndarray) -> tuple[float, np.ndarray]:
+    """Longest extent across the unit long-axis direction ``u`` (mm), mask pixels binned along ``u``,
+    and its two end points (2, 2) (x, y in mm): at the bin's centre along ``u``."""
     v = np.array([-u[1], u[0]])
     ys, xs = np.nonzero(mask)
     # pixel squares as their 4 corners, in mm
@@ -39,8 +40,11 @@ def _short_axis_mm(mask: np.ndarray, sx: float, sy: float, u: np.ndarray) -> flo
     bmax = np.full(bins.max() + 1, -np.inf)
     np.minimum.at(bmin, bins, b.min(axis=1))
     np.maximum.at(bmax, bins, b.max(axis=1))
-    ok = np.isfinite(bmin)
-    return float((bmax[ok] - bmin[ok]).max()) if ok.any() else 0.0
+    extent = np.where(np.isfinite(bmin), bmax - bmin, -np.inf)
+    k = int(np.argmax(extent))
+    a = a_c.min() + (k + 0.5) * step  # the bin's centre along u
+    ends = np.stack([a * u + bmin[k] * v, a * u + bmax[k] * v])
+    return float(extent[k]), ends
 
 
 def diameters(mask: np.ndarray, sx: float, sy: float) -> dict:
@@ -49,20 +53,29 @@ def diameters(mask: np.ndarray, sx: float, sy: float) -> dict:
     long: maximum Feret diameter of the mask (pixel squares' convex hull);
     short: the longest chord perpendicular to the long axis (mask pixels binned by their position
     along the long axis, extent across it per bin, pixel squares counted whole).
-    Returns long_mm, short_mm, long_axis_px (two end points x1 y1 x2 y2, pixel coordinates), area_mm2.
+    Returns long_mm, short_mm, long_axis_px and short_axis_px (two end points x1 y1 x2 y2 each, in
+    pixel-edge coordinates: pixel i spans [i, i+1)), area_mm2. The short axis end points are that
+    chord's ends at the centre of its bin; the distance between each pair of end points (in mm) is
+    the diameter reported.
     """
     area = float(mask.sum()) * sx * sy
     hull = _hull_points_mm(mask, sx, sy)
     if len(hull) < 2:
-        return {"long_mm": 0.0, "short_mm": 0.0, "long_axis_px": None, "area_mm2": area}
+        return {**NO_MEASURES, "area_mm2": area}
     d = np.linalg.norm(hull[:, None] - hull[None], axis=-1)
     i, j = np.unravel_index(np.argmax(d), d.shape)
     long_mm = float(d[i, j])
     u = (hull[j] - hull[i]) / max(long_mm, 1e-9)
-    short_mm = min(_short_axis_mm(mask, sx, sy, u), long_mm)
-    p1 = (hull[i, 0] / sx, hull[i, 1] / sy)
-    p2 = (hull[j, 0] / sx, hull[j, 1] / sy)
-    return {"long_mm": long_mm, "short_mm": short_mm, "long_axis_px": [float(p1[0]), float(p1[1]), float(p2[0]), float(p2[1])], "area_mm2": area}
+    short_mm, ends = _short_axis(mask, sx, sy, u)
+    if short_mm > long_mm:  # a chord across cannot exceed the long axis: shortened about its middle
+        mid = ends.mean(axis=0)
+        ends = mid + (ends - mid) * (long_mm / short_mm)
+        short_mm = long_mm
+    scale = np.array([sx, sy])
+    long_px = np.concatenate([hull[i] / scale, hull[j] / scale])
+    short_px = (ends / scale[None]).ravel()
+    return {"long_mm": long_mm, "short_mm": short_mm, "long_axis_px": [float(v) for v in long_px],
+            "short_axis_px": [float(v) for v in short_px], "area_mm2": area}
 
 
 def mask_outline(mask: np.ndarray | None, origin: tuple[int, int]) -> list[list[int]]:

@@ -18,6 +18,7 @@ from a3d.predict.overlays import png_bytes, render_overlay
 from a3d.predict.records import CANDIDATE_COLUMNS, DETECTION_COLUMNS, candidate_rows, csv_bytes, detection_rows, result_dict
 from a3d.predict.report import HTML_MAX_IMAGES, html_report
 from a3d.predict.results import PredictionResult
+from a3d.predict.slicer import write_markups
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class OutputOptions:
     html: bool = True  # report.html
     nifti_labels: bool = False  # labels.nii.gz
     max_overlays: int = 500  # overlay PNGs beyond this many slices (highest slices) are not written
+    markups: bool = True  # slicer/*.mrk.json (3D Slicer markups: ROI box, long/short axis per candidate)
+    dicom: bool = False  # dicom/seg.dcm + dicom/sr.dcm (DICOM input only; a batch skips other scans with a warning)
 
 
 def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
@@ -68,6 +71,18 @@ def _write_overlays(res: PredictionResult, folder: Path, options: OutputOptions,
     return cand_png
 
 
+def _write_viewer_files(res: PredictionResult, folder: Path, options: OutputOptions, files: dict) -> None:
+    """3D Slicer markups and, with ``dicom``, the DICOM SEG and SR (issue 14)."""
+    if options.markups:
+        files["slicer_markups"] = write_markups(res, folder)
+    if options.dicom and res.scan.kind != "dicom":
+        res.scan.warnings.append(f"{res.scan.source}: no DICOM SEG/SR (--dicom): the input is {res.scan.kind}, not a DICOM series")
+    elif options.dicom:
+        from a3d.predict.dicom_outputs import write_dicom  # highdicom (~0.5 s to import): only with --dicom
+
+        files.update(write_dicom(res, folder))
+
+
 def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: OutputOptions = OutputOptions()) -> dict:
     """Write all outputs of one scan into ``folder``; returns the ``predictions.json`` document."""
     folder = Path(folder)
@@ -79,6 +94,7 @@ def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: Out
         files["nifti_labels"] = "labels.nii.gz"
     if options.html:
         files["html"] = "report.html"
+    _write_viewer_files(res, folder, options, files)
     doc = result_dict(res, files)
     write_bytes_atomic(folder / "detections.csv", csv_bytes(DETECTION_COLUMNS, detection_rows(doc)))
     write_bytes_atomic(folder / "candidates.csv", csv_bytes(CANDIDATE_COLUMNS, candidate_rows(doc)))

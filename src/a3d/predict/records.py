@@ -64,6 +64,7 @@ def detection_record(d: Detection, scan: Scan) -> dict:
         "long_axis_mm": float(m.get("long_mm", 0.0)),
         "short_axis_mm": float(m.get("short_mm", 0.0)),
         "long_axis_px": m.get("long_axis_px"),
+        "short_axis_px": m.get("short_axis_px"),
         "mask_area_mm2": float(m.get("area_mm2", 0.0)),
         "mask_pixels": int(d.mask.sum()) if d.mask is not None else 0,
         "mask_outline_px": mask_outline(d.mask, d.mask_origin),
@@ -74,7 +75,7 @@ def detection_record(d: Detection, scan: Scan) -> dict:
 def _slice_file(scan: Scan, index: int) -> str | None:
     """DICOM/PNG inputs: the file holding this slice (original order), else None."""
     files = scan.slice_files
-    if files and 0 <= index < len(files):
+    if files and 0 <= index < len(files) and files[index]:
         return os.path.basename(files[index])
     return None
 
@@ -99,7 +100,8 @@ def _header(res: PredictionResult) -> dict:
         "a3d_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "input": {"path": os.path.abspath(scan.source), "kind": scan.kind, "name": scan.name,
-                  "series_uid": scan.series_uid, "n_slices": int(scan.hu.shape[0])},
+                  "series_uid": scan.series_uid, "n_slices": int(scan.hu.shape[0]),
+                  "interpolated_slices": [int(k) for k in scan.interpolated]},
         "geometry": scan.geometry(),
         "model": {"checkpoint": res.checkpoint, "slices": cfg.model.slices, "image_size": cfg.data.size,
                   "operator": cfg.model.operator, "name": cfg.name, "slice_mm": cfg.data.context_spacing_mm},

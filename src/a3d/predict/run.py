@@ -35,6 +35,8 @@ class ReadOptions:
     series: str | None = None  # DICOM SeriesInstanceUID (default: the series with most files)
     spacing: tuple[float, float, float] | None = None  # DeepLesion PNG: x, y, z mm
     dl_info: str | os.PathLike | None = None  # DeepLesion PNG: DL_info.csv giving the spacing
+    allow_missing: bool = False  # DICOM: interpolate holes (missing/unreadable slices) instead of refusing
+    acquisition: int | None = None  # DICOM: only the files with this AcquisitionNumber
 
 
 @dataclass
@@ -69,7 +71,8 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
 
 
 def _read(path: str | os.PathLike, read: ReadOptions) -> Scan:
-    return read_scan(path, series_uid=read.series, spacing=read.spacing, dl_info=read.dl_info)
+    return read_scan(path, series_uid=read.series, spacing=read.spacing, dl_info=read.dl_info,
+                     allow_missing=read.allow_missing, acquisition=read.acquisition)
 
 
 def _predict_into(folder: Path, scan: Scan, model: nn.Module, cfg: Config, checkpoint: str,
@@ -121,6 +124,9 @@ def predict_input(input: str | os.PathLike, checkpoint: str | os.PathLike, out: 
     batch, after writing the scans that worked).
     """
     kind = classify_input(input)
+    if outputs.dicom and kind not in ("dicom", "batch"):
+        raise A3DError(f"{input}: --dicom writes DICOM SEG/SR referencing the source images; it needs a DICOM "
+                       f"series folder (this is {kind} input)")
     loading.check_device(settings.device)
     out = check_out_dir(out, overwrite)
     if kind == "batch":

@@ -4,7 +4,8 @@ Every reader returns a :class:`Scan`: the volume in Hounsfield units brought to 
 axial orientation, plus the geometry needed to map anything found in it back to the input file
 (voxel indices) and to the patient (physical LPS millimetres, as ITK and DICOM use). Modules:
 ``files`` (which kind of input a path is), ``geometry`` (:class:`Scan`), ``dicom``, ``nifti``,
-``png`` (the readers); :func:`read_scan` picks the reader.
+``png`` (the readers; ``dicom_files`` and ``dicom_series`` read and check a DICOM folder's
+headers and place its slices on their grid); :func:`read_scan` picks the reader.
 
 Canonical orientation (``CANONICAL = "LPS"``): the SimpleITK image is re-oriented with
 ``DICOMOrient(image, "LPS")`` so that, for an axial acquisition, the direction matrix is the
@@ -43,13 +44,16 @@ def read_scan(
     series_uid: str | None = None,
     spacing: Sequence[float] | None = None,
     dl_info: str | os.PathLike | None = None,
+    allow_missing: bool = False,
+    acquisition: int | None = None,
 ) -> Scan:
-    """Read any supported single-scan input (not a batch folder)."""
+    """Read any supported single-scan input (not a batch folder). DICOM only: ``series_uid``,
+    ``allow_missing`` (interpolate holes instead of refusing), ``acquisition`` (AcquisitionNumber)."""
     kind = classify_input(path)
     if kind == "nifti":
         return read_nifti(path)
     if kind == "dicom":
-        return read_dicom_series(path, series_uid)
+        return read_dicom_series(path, series_uid, allow_missing=allow_missing, acquisition=acquisition)
     if kind == "deeplesion-png":
         return read_deeplesion_png(path, spacing=spacing, dl_info=dl_info)
     raise A3DError(f"{path}: folder holds several scans; read them one by one (batch mode)")

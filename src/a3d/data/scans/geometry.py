@@ -12,6 +12,7 @@ import numpy as np
 from a3d.errors import A3DError
 
 CANONICAL = "LPS"
+NON_FINITE_HU = -1024.0  # what NaN/infinite voxels become: air, like the padding of the model input
 
 
 def _sitk():
@@ -37,8 +38,12 @@ class Scan:
     kind: str  # "dicom" | "nifti" | "deeplesion-png"
     name: str
     series_uid: str | None = None
-    slice_files: list[str] | None = None  # DICOM/PNG: file of each original slice (original order)
+    slice_files: list[str | None] | None = None  # DICOM/PNG: file of each original slice (None: interpolated)
     warnings: list[str] = field(default_factory=list)
+    # DICOM: original slice indices with no source image (filled by interpolation, --allow-missing)
+    interpolated: tuple[int, ...] = ()
+    # DICOM: the pydicom header (no pixel data) of each original slice's source image (None: interpolated)
+    source_headers: list | None = None
 
     # geometry helpers -------------------------------------------------------------------------
     @property
@@ -113,6 +118,20 @@ def _geometry_only(img):
     return g
 
 
+def _replace_non_finite(scan: Scan) -> None:
+    """NaN/infinite voxels (float NIfTI) become air (NON_FINITE_HU), with a warning naming the slices."""
+    bad = ~np.isfinite(scan.hu)
+    if not bad.any():
+        return
+    per_slice = bad.sum(axis=(1, 2))
+    zs = np.nonzero(per_slice)[0]
+    scan.hu[bad] = NON_FINITE_HU
+    named = sorted((scan.original_slice_index(int(z)), int(per_slice[z])) for z in zs)
+    listed = ", ".join(f"{k} ({n})" for k, n in named[:10]) + (f" ... and {len(named) - 10} more" if len(named) > 10 else "")
+    scan.warnings.append(f"{scan.source}: {int(bad.sum())} NaN or infinite voxels on {len(zs)} slices "
+                         f"(slice (voxels): {listed}); replaced by {NON_FINITE_HU:g} HU (air)")
+
+
 def finish_scan(img, source: str, kind: str, name: str, **kw) -> Scan:
     """Orient to canonical LPS, convert to float32 HU array."""
     sitk = _sitk()
@@ -120,13 +139,12 @@ def finish_scan(img, source: str, kind: str, name: str, **kw) -> Scan:
     original = img
     canon = sitk.DICOMOrient(img, CANONICAL)
     hu = sitk.GetArrayFromImage(canon).astype(np.float32, copy=False)
-    if not np.isfinite(hu).all():
-        raise A3DError(f"{source}: voxel values contain NaN or infinity")
     # keep only the geometry of both images (uint8 placeholders): the voxels live in ``hu``
     scan = Scan(hu=np.ascontiguousarray(hu), image=_geometry_only(canon), original=_geometry_only(original),
                 source=str(source), kind=kind, name=name, **kw)
     del canon, original
-    lo, hi = np.percentile(hu[:: max(1, hu.shape[0] // 16)], [1, 99])
+    _replace_non_finite(scan)
+    lo, hi = np.percentile(scan.hu[:: max(1, scan.hu.shape[0] // 16)], [1, 99])
     if lo > -500 or hi < -200:
         scan.warnings.append(
             f"intensities (1st-99th percentile {lo:.0f}..{hi:.0f}) do not look like CT Hounsfield units (air about -1000)"

@@ -8,6 +8,8 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from a3d.data.scans.files import scan_name
 from a3d.data.scans.geometry import Scan, _sitk, finish_scan
 from a3d.errors import A3DError
@@ -43,9 +45,38 @@ def read_nifti(path: str | os.PathLike) -> Scan:
             raise A3DError(f"{path}: NIfTI header has no voxel spacing (pixdim {list(pixdim[:3])}); expected positive spacing in mm")
         if qform <= 0 and sform <= 0:
             warnings.append(f"{path}: NIfTI header has no orientation (qform_code = sform_code = 0); axes assumed as stored")
-    scan = finish_scan(img, str(path), "nifti", scan_name(path))
+    scan = finish_scan(_restore_non_finite(path, img), str(path), "nifti", scan_name(path))
     scan.warnings[:0] = warnings
     return scan
+
+
+_FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
+
+
+def _restore_non_finite(path: Path, img):
+    """ITK's NIfTI reader (nifti_fix_float) turns NaN and infinite voxels into 0 (water) silently:
+    find them in the file's raw float data and put NaN back, for finish_scan to name and replace."""
+    found = _nifti1_header(path)
+    if found is None:
+        return img
+    raw, end = found
+    dtype = _FLOAT_TYPES.get(struct.unpack(end + "h", raw[70:72])[0])
+    if dtype is None:
+        return img
+    vox_offset = int(struct.unpack(end + "f", raw[108:112])[0])
+    n = int(np.prod(img.GetSize()))
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        f.seek(vox_offset)
+        data = np.frombuffer(f.read(n * int(dtype[1])), dtype=end + dtype, count=n)
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return img
+    arr = _sitk().GetArrayFromImage(img).astype(np.float32)
+    arr.reshape(-1)[bad] = np.nan  # the file's order (x fastest) is the array's C order (z, y, x)
+    out = _sitk().GetImageFromArray(arr)
+    out.CopyInformation(img)
+    return out
 
 
 def _check_nifti_complete(path: Path, img) -> None:

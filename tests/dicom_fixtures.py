@@ -1,0 +1,89 @@
+"""DICOM test series with every geometry fault the reader must catch: slices at chosen positions,
+tilted or oblique stacks, per-slice tags (AcquisitionNumber, ImageType, GantryDetectorTilt),
+truncated files, and real CT volumes written as DICOM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def write_slices(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.8, 2.0), origin=(-40.0, -30.0, 100.0),
+                 positions=None, iop=(1, 0, 0, 0, 1, 0), drift=(0.0, 0.0, 0.0), series_uid=None, modality="CT",
+                 per_slice=None, study_uid=STUDY_UID, prefix="ct") -> list[Path]:
+    """One file per slice k of ``vol_zyx`` (HU, stored as int16 with RescaleIntercept 0), file names
+    ``{prefix}_{k:03d}.dcm``. Slice k lies at ``origin + positions[k] * normal + k * drift``
+    (positions default to k * spacing[2]); ``spacing`` is (x = between columns, y = between rows, z).
+    ``per_slice``: {k: {tag: value}} set on slice k (None removes the tag). Returns the paths in k order."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    iop = np.asarray(iop, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    n = vol_zyx.shape[0]
+    positions = np.arange(n) * spacing[2] if positions is None else np.asarray(positions, dtype=float)
+    paths = []
+    for k in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"{prefix}_{k:03d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = study_uid + ".9"
+        ds.Modality, ds.PatientID, ds.PatientName = modality, "A3D-TEST", "Test^Phantom"
+        ds.PatientBirthDate, ds.PatientSex, ds.AccessionNumber, ds.StudyID = "", "O", "", "1"
+        ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = "20260101", "120000", ""
+        ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = 3, k + 1, 1
+        ds.SeriesDescription, ds.ImageType = "test series", ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        ipp = np.asarray(origin, dtype=float) + positions[k] * normal + k * np.asarray(drift, dtype=float)
+        ds.ImagePositionPatient = [float(v) for v in ipp]
+        ds.SliceThickness = float(spacing[2])
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+        ds.Rows, ds.Columns = vol_zyx.shape[1:]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "HU"
+        ds.PixelData = np.round(vol_zyx[k]).clip(-32768, 32767).astype("<i2").tobytes()
+        for tag, value in (per_slice or {}).get(k, {}).items():
+            if value is None:
+                delattr(ds, tag)
+            else:
+                setattr(ds, tag, value)
+        ds.save_as(str(path), enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def truncate(path: Path, keep: int | None = None, cut: int = 500) -> None:
+    """Cut a file: keep its first ``keep`` bytes, or drop its last ``cut`` bytes (inside the pixels)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep is not None else data[:-cut])
+
+
+def real_ct_as_dicom(nifti: Path, folder: Path, mirrored: bool = False, **kw) -> tuple[list[Path], object]:
+    """A real CT NIfTI written as an axial DICOM series. The volume is re-oriented to LPS first; the
+    series has rows along +x and columns along +y (identity orientation) or, ``mirrored``, rows
+    along -x and columns along -y (ImageOrientationPatient -1 0 0 0 -1 0: each image is the LPS
+    slice turned by 180 degrees, the same anatomy at the same patient positions).
+    Returns (paths in slice order, the LPS SimpleITK image)."""
+    import SimpleITK as sitk
+
+    img = sitk.DICOMOrient(sitk.ReadImage(str(nifti)), "LPS")
+    vol = sitk.GetArrayFromImage(img).astype(np.float32)
+    sp, origin = img.GetSpacing(), np.asarray(img.GetOrigin(), dtype=float)
+    if mirrored:
+        _, h, w = vol.shape
+        vol = vol[:, ::-1, ::-1]
+        origin = origin + np.array([(w - 1) * sp[0], (h - 1) * sp[1], 0.0])
+        kw["iop"] = (-1, 0, 0, 0, -1, 0)
+    return write_slices(folder, vol, spacing=sp, origin=tuple(origin), **kw), img
