@@ -10,7 +10,7 @@ import numpy as np
 from a3d.data import read_dl_info
 from a3d.data.dataset import load_masks
 from a3d.data.slices import read_png_hu
-from a3d.data.synth import _split_of, generate, recist_from_mask
+from a3d.data.synth import split_codes, generate, recist_from_mask
 
 
 def _digest(root):
@@ -35,9 +35,9 @@ def test_same_seed_same_bytes(tmp_path):
 def test_split_small_n():
     rng = np.random.default_rng(0)
     for n in range(3, 30):
-        codes = _split_of(n, rng)
+        codes = split_codes(n, rng)
         assert codes.count(2) >= 1 and codes.count(3) >= 1 and codes.count(1) >= n - 2 * max(1, round(0.15 * n))
-    assert _split_of(1, rng) == [1]
+    assert split_codes(1, rng) == [1]
 
 
 def test_generated_data_is_consistent(synth_root):
