@@ -350,3 +350,22 @@ def test_real_ct_kidneys_read_back_by_the_dataset(tmp_path):
         img, target = ds[i]
         np.testing.assert_allclose(target["boxes"][j].numpy(), expect)
         np.testing.assert_allclose(img[0, 1].numpy(), hu_to_input(ct_lps[key]), atol=1e-4)
+
+
+def test_dicom_series_with_a_nifti_label(tmp_path):
+    """images/X/ (a DICOM series) + labels/X.nii.gz: imported, the seriesuid is the DICOM
+    SeriesInstanceUID (as a3d predict names the scan), volumes/ links the series folder.
+    Fails if the DICOM series is refused or named by its folder."""
+    from test_predict_support import write_dicom_series
+
+    hu, lab = two_lesion_case()
+    uid = write_dicom_series(tmp_path / "src" / "images" / "pat1", hu.astype(np.float32), spacing=SPACING,
+                             origin=ORIGIN)
+    (tmp_path / "src" / "labels").mkdir()
+    sitk.WriteImage(lps_image(lab), str(tmp_path / "src" / "labels" / "pat1.nii.gz"))
+    root = tmp_path / "dl"
+    import_volumes(tmp_path / "src", root, ImportOptions(split_file=_split_file(tmp_path, {"pat1": "test"})))
+    assert len(read_dl_info(root / "DL_info.csv")) == 2
+    assert {r["seriesuid"] for r in read_csv(root / "luna16" / "annotations_test.csv")} == {uid}
+    link = root / "volumes" / "test" / "pat1"
+    assert link.is_dir() and sorted(os.listdir(link)) == sorted(os.listdir(tmp_path / "src" / "images" / "pat1"))
