@@ -61,9 +61,12 @@ def write_nifti(image, path: str | os.PathLike) -> None:
 
 
 def _case_volumes(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, tuple, int]:
-    """(HU int16 (Z, S, S), labels uint8 (Z, S, S), (px, px, interval) mm, first slice number) in LPS."""
-    lay = _layout(rng, size)
-    lesions = _place_lesions(lay, rng)
+    """(HU int16 (Z, S, S), labels uint8 (Z, S, S), (px, px, interval) mm, first slice number) in LPS.
+    A layout where no lesion could be placed is drawn again: every case has at least one lesion."""
+    lesions: list = []
+    while not lesions:
+        lay = _layout(rng, size)
+        lesions = _place_lesions(lay, rng)
     tubes = _place_tubes(lay, lesions, rng)
     noise_sd = float(rng.uniform(8, 18))
     first, last = lay.srange
