@@ -190,7 +190,7 @@ def import_volumes(src: str | os.PathLike, out: str | os.PathLike, opts: ImportO
         mapping.append(_mapping_row(case, place, rec, error))
         if progress is not None:
             status = f"skipped: {error}" if error else \
-                f"{'already imported' if resumed else 'imported'}: {len(rec['findings'])} lesions"
+                f"{'already imported' if resumed else 'imported'}: {len(rec['findings'])} lesion(s)"
             progress(i, len(cases), case.name, status)
     if not records:
         raise A3DError(f"{src}: none of the {len(cases)} cases could be imported (first: {summary.skipped[0][1]})")
