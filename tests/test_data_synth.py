@@ -10,7 +10,7 @@ import numpy as np
 from a3d.data import read_dl_info
 from a3d.data.dataset import load_masks
 from a3d.data.slices import read_png_hu
-from a3d.data.synth import _split_of, generate, recist_from_mask
+from a3d.data.synth import split_codes, generate, recist_from_mask
 
 
 def _digest(root):
@@ -35,9 +35,9 @@ def test_same_seed_same_bytes(tmp_path):
 def test_split_small_n():
     rng = np.random.default_rng(0)
     for n in range(3, 30):
-        codes = _split_of(n, rng)
+        codes = split_codes(n, rng)
         assert codes.count(2) >= 1 and codes.count(3) >= 1 and codes.count(1) >= n - 2 * max(1, round(0.15 * n))
-    assert _split_of(1, rng) == [1]
+    assert split_codes(1, rng) == [1]
 
 
 def test_generated_data_is_consistent(synth_root):
@@ -90,3 +90,33 @@ def test_recist_on_an_ellipse():
     recist, diam = recist_from_mask(m)
     assert abs(diam[0] - 40) <= 2 and abs(diam[1] - 16) <= 2
     assert abs(recist[1] - recist[3]) <= 1  # long axis horizontal
+
+
+def test_synth_nifti_volumes_labels_and_orientation(tmp_path):
+    """Same seed, same bytes; RAS- and LPS-stored volumes are one volume once read (canonical LPS);
+    every case has a lesion (label 1); vessels (label 2) run through every slice of their case,
+    lesions end within +-15 mm of their key slice. Fails if the storage orientation changes the
+    anatomy, or a label is painted where its structure is not."""
+    import SimpleITK as sitk
+
+    from a3d.data.scans import read_nifti
+    from a3d.data.synth.nifti import generate_nifti
+
+    a = generate_nifti(tmp_path / "a", 6, seed=5, size=64)
+    b = generate_nifti(tmp_path / "b", 6, seed=5, size=64, orientation="LPS")
+    generate_nifti(tmp_path / "c", 6, seed=5, size=64)
+    for name in ("imagesTr/case_003.nii.gz", "labelsTr/case_003.nii.gz", "dataset.json"):
+        assert filecmp.cmp(a / name, tmp_path / "c" / name, shallow=False)
+    for i in range(1, 7):
+        ras, lps = (read_nifti(r / "imagesTr" / f"case_{i:03d}.nii.gz") for r in (a, b))
+        assert ras.original_orientation == "RAS" and lps.original_orientation == "LPS"
+        np.testing.assert_array_equal(ras.hu, lps.hu)
+        lab = read_nifti(a / "labelsTr" / f"case_{i:03d}.nii.gz").hu
+        vessel = (lab == 2).any((1, 2))
+        assert vessel.all() or not vessel.any()
+        cc = sitk.ConnectedComponent(sitk.GetImageFromArray((lab == 1).astype(np.uint8)), True)
+        stats = sitk.LabelShapeStatisticsImageFilter()
+        stats.Execute(cc)
+        assert stats.GetNumberOfLabels() >= 1 and ras.hu[lab == 1].std() < ras.hu.std()
+        for c in stats.GetLabels():  # z semi-axis <= 15 mm
+            assert (stats.GetBoundingBox(c)[5] - 1) * ras.spacing[2] <= 30 + 1e-6

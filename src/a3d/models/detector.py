@@ -42,7 +42,7 @@ from a3d.errors import A3DError
 from a3d.models.backbone import densenet121_3d
 from a3d.models.roi_heads import DiceRoIHeads, dice_mask_loss, init_box_head
 from a3d.models.rpn import MaxIoURPN, OffsetAnchorGenerator
-from a3d.models.weights import resolve_pretrained
+from a3d.models.weights import detector_checkpoint, load_detector_weights, resolve_pretrained
 from a3d.ops import set_thickness
 
 
@@ -149,13 +149,16 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
     """The A3D detector for ``model_cfg``.
 
     ``pretrained=False`` skips loading ImageNet weights whatever ``model_cfg.pretrained`` says (used
-    when the weights come from a checkpoint anyway).
+    when the weights come from a checkpoint anyway). A ``model_cfg.pretrained`` naming an a3d
+    checkpoint (fine-tuning) loads its whole detector instead (:func:`a3d.models.weights.detector_checkpoint`).
     """
     if not isinstance(model_cfg, ModelConfig):
         raise TypeError(f"build_detector: expected an a3d.config.ModelConfig, got {type(model_cfg).__name__}")
     m = model_cfg
     weights = m.pretrained if pretrained is not False else None
-    backbone = densenet121_3d(m.operator, m.slices, pretrained=weights, checkpoint=m.checkpointing)
+    finetune = detector_checkpoint(weights, m)  # an a3d checkpoint: its detector is loaded below
+    backbone = densenet121_3d(m.operator, m.slices, pretrained=None if finetune else weights,
+                              checkpoint=m.checkpointing)
     channels = backbone.out_channels
 
     anchors = OffsetAnchorGenerator((tuple(m.anchor_sizes),), (tuple(m.aspect_ratios),), m.anchor_offset)
@@ -209,7 +212,10 @@ def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) ->
         box_loss_beta=m.box_loss_beta,
         **mask_kwargs,
     )
-    return A3DDetector(backbone, rpn, roi_heads, m)
+    model = A3DDetector(backbone, rpn, roi_heads, m)
+    if finetune is not None:
+        load_detector_weights(model, m, finetune)
+    return model
 
 
 __all__ = ["A3DDetector", "DiceRoIHeads", "MaxIoURPN", "NarrowRPNHead", "build_detector", "dice_mask_loss"]

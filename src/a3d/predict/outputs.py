@@ -15,10 +15,14 @@ from a3d.errors import A3DError
 from a3d.io import write_bytes_atomic
 from a3d.predict.labels import write_labels
 from a3d.predict.overlays import png_bytes, render_overlay
-from a3d.predict.records import CANDIDATE_COLUMNS, DETECTION_COLUMNS, candidate_rows, csv_bytes, detection_rows, result_dict
+from a3d.predict.records import (CANDIDATE_COLUMNS, DETECTION_COLUMNS, candidate_rows, csv_bytes, detection_rows,
+                                 luna16_csv_bytes, luna16_rows, result_dict)
 from a3d.predict.report import HTML_MAX_IMAGES, html_report
 from a3d.predict.results import PredictionResult
 from a3d.predict.slicer import write_markups
+
+
+LUNA16_CSV = "candidates_luna16.csv"  # seriesuid,coordX,coordY,coordZ,probability (a3d eval3d's CANDIDATES)
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: Out
     """Write all outputs of one scan into ``folder``; returns the ``predictions.json`` document."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files: dict = {"json": "predictions.json", "detections_csv": "detections.csv", "candidates_csv": "candidates.csv"}
+    files: dict = {"json": "predictions.json", "detections_csv": "detections.csv", "candidates_csv": "candidates.csv",
+                   "luna16_csv": LUNA16_CSV}
     cand_png = _write_overlays(res, folder, options, files) if options.overlays or options.html else {}
     if options.nifti_labels:
         write_labels(res, folder / "labels.nii.gz")
@@ -98,7 +103,17 @@ def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: Out
     doc = result_dict(res, files)
     write_bytes_atomic(folder / "detections.csv", csv_bytes(DETECTION_COLUMNS, detection_rows(doc)))
     write_bytes_atomic(folder / "candidates.csv", csv_bytes(CANDIDATE_COLUMNS, candidate_rows(doc)))
+    write_bytes_atomic(folder / LUNA16_CSV, luna16_csv_bytes(luna16_rows(doc)))
     if options.html:
         write_bytes_atomic(folder / "report.html", html_report(doc, cand_png).encode())
     write_bytes_atomic(folder / "predictions.json", (json.dumps(doc, indent=1) + "\n").encode())
     return doc
+
+
+def write_batch_luna16(folder: Path, scan_folders: list[Path]) -> None:
+    """``folder/candidates_luna16.csv``: the rows of every scan's own file, one header, scans in order."""
+    parts = [luna16_csv_bytes([], header=True)]
+    for sub in scan_folders:
+        lines = (sub / LUNA16_CSV).read_bytes().splitlines(keepends=True)
+        parts += lines[1:]
+    write_bytes_atomic(folder / LUNA16_CSV, b"".join(parts))

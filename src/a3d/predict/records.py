@@ -27,6 +27,8 @@ DETECTION_COLUMNS = [
     "center_l_mm", "center_p_mm", "center_s_mm",
     "long_axis_mm", "short_axis_mm", "mask_area_mm2",
 ]
+# the candidates in the LUNA16 format (a3d eval3d, the official evaluation script): world LPS mm
+LUNA16_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
 CANDIDATE_COLUMNS = [
     "id", "max_score", "mean_score", "key_slice", "first_slice", "last_slice", "n_slices", "n_detections",
     "z_extent_mm", "volume_mm3", "volume_ml", "long_axis_mm", "short_axis_mm", "measured_on_slice",
@@ -171,3 +173,30 @@ def candidate_rows(doc: dict) -> list[dict]:
             "centroid_l_mm": cen[0], "centroid_p_mm": cen[1], "centroid_s_mm": cen[2],
         })
     return rows
+
+
+def luna16_seriesuid(doc: dict) -> str:
+    """The scan's seriesuid in LUNA16 files: the DICOM SeriesInstanceUID, else the scan name (a NIfTI
+    file name without .nii/.nii.gz, a folder's name), the rule ``a3d data import`` follows too."""
+    return doc["input"]["series_uid"] or doc["input"]["name"]
+
+
+def luna16_rows(doc: dict) -> list[dict]:
+    """``candidates_luna16.csv`` rows (LUNA16_COLUMNS): each candidate's centroid (world LPS mm, as
+    the x, y, z of LUNA16's .mhd world coordinates) and its highest detection score."""
+    uid = luna16_seriesuid(doc)
+    return [{"seriesuid": uid, "coordX": c["centroid_lps"][0], "coordY": c["centroid_lps"][1],
+             "coordZ": c["centroid_lps"][2], "probability": c["max_score"]} for c in doc["candidates"]]
+
+
+def luna16_csv_bytes(rows: list[dict], header: bool = True) -> bytes:
+    """LUNA16 CSV text: coordinates to 0.001 mm, probabilities exact (shortest round-trip repr, so
+    that the FROC's ordering and ties are the model's)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(LUNA16_COLUMNS)
+    for r in rows:
+        w.writerow([r["seriesuid"], *(f"{float(r[k]):.3f}" for k in ("coordX", "coordY", "coordZ")),
+                    repr(float(r["probability"]))])
+    return buf.getvalue().encode()

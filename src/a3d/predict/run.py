@@ -22,7 +22,7 @@ from a3d.io import atomic_dir, write_bytes_atomic
 from a3d.predict import loading  # called as loading.load_predictor: tests substitute a stand-in model there
 from a3d.predict.geometry import key_slices
 from a3d.predict.inference import predict_scan
-from a3d.predict.outputs import OutputOptions, check_out_dir, write_outputs
+from a3d.predict.outputs import OutputOptions, check_out_dir, write_batch_luna16, write_outputs
 from a3d.predict.results import PredictSettings
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def _predict_batch(folder: Path, out: Path, checkpoint: str | os.PathLike, setti
                 outcome = ScanOutcome(str(entry), None, error=str(e))
                 log.error("a3d predict: %s", e)
             done.append(outcome)
+        write_batch_luna16(tmp, [tmp / s.output for s in done if s.error is None])  # all scans, for a3d eval3d
         doc = {"format": "a3d-predict-batch", "version": 1, "scans": [s.record() for s in done]}
         write_bytes_atomic(tmp / "batch.json", (json.dumps(doc, indent=1) + "\n").encode())
     return done

@@ -20,8 +20,9 @@ round lesion; only the neighbouring slices tell them apart. Slice intervals 1, 1
 folders span about +-15 mm around the key slices; ~4% rows are flagged Possibly_noisy; a
 patient-level 70/15/15 split (at least one val and one test patient when N >= 3). Same seed, same bytes.
 
-Modules: ``anatomy`` (body, organs, series layout), ``lesions`` (lesions, vessels, RECIST),
-``series`` (one series' slices, masks and CSV rows).
+Modules: ``anatomy`` (body, organs, series layout), ``lesions`` (lesions, vessels),
+``series`` (one series' slices, masks and CSV rows), ``nifti`` (the same anatomy as NIfTI volumes
+with lesion labels). The RECIST measurement lives in :mod:`a3d.data.recist`.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from a3d.data.dl_info import write_dl_info
+from a3d.data.recist import recist_from_mask
 from a3d.data.synth.anatomy import INTERVALS
-from a3d.data.synth.lesions import recist_from_mask
 from a3d.data.synth.series import _series
 from a3d.errors import A3DError
 
-__all__ = ["generate", "recist_from_mask", "INTERVALS"]
+__all__ = ["generate", "recist_from_mask", "split_codes", "INTERVALS"]
 
 
-def _split_of(n: int, rng: np.random.Generator) -> list[int]:
+def split_codes(n: int, rng: np.random.Generator) -> list[int]:
     """Patient-level 70/15/15 split codes (1/2/3) for n patients; >= 1 val and test when n >= 3."""
     if n >= 3:
         n_val = max(1, int(round(0.15 * n)))
@@ -68,7 +69,7 @@ def generate(out: str | os.PathLike, patients: int, seed: int, size: int = 512, 
         raise A3DError("--patients must be < 1,000,000 (6-digit patient index)")
     root_ss = np.random.SeedSequence(int(seed))
     split_rng = np.random.default_rng(root_ss.spawn(1)[0])
-    splits = _split_of(patients, split_rng)
+    splits = split_codes(patients, split_rng)
     pss = np.random.SeedSequence([int(seed), 7919]).spawn(patients)
     rows = []
     it = range(patients)

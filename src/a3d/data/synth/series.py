@@ -8,9 +8,10 @@ import numpy as np
 
 from a3d.data._npz import save_npz
 from a3d.data.dl_info import format_dl_info_row
+from a3d.data.recist import padded_box, recist_from_mask
 from a3d.data.slices import write_png_hu
 from a3d.data.synth.anatomy import _WINDOWS, _Layout, _layout, _paint, _smooth_field
-from a3d.data.synth.lesions import _blob_sections, _place_lesions, _place_tubes, recist_from_mask
+from a3d.data.synth.lesions import _blob_sections, _place_lesions, _place_tubes
 
 
 def _series(out, pid, study, series_id, split, gender, age, rng, S) -> list:
@@ -24,25 +25,38 @@ def _series(out, pid, study, series_id, split, gender, age, rng, S) -> list:
     return _key_rows(out / "masks_true", series_dir, lay, lesions, key_masks, meta, rng)
 
 
-def _write_slices(folder: Path, lay: _Layout, lesions: list, tubes: list, rng) -> dict[int, list[np.ndarray]]:
-    """Every slice of the stored range as a PNG: anatomy, texture, vessels, lesions, noise.
-    Returns the true lesion masks of each key slice, in lesion order."""
+def render_slice(lay: _Layout, lesions: list, tubes: list, n: int, noise_sd: float, rng,
+                 masks: bool = False) -> tuple[np.ndarray, list[np.ndarray] | None, np.ndarray | None]:
+    """Slice ``n`` of a series: (S, S) float32 HU (anatomy, texture, vessels, lesions, noise) and,
+    with ``masks``, each lesion's mask (lesion order) and the vessels' mask on it (else None, None).
+    Draws the same random numbers either way."""
     S, zc = lay.S, lay.zc
+    z = n * lay.interval
+    img = lay.slice_image(z)
+    img += _smooth_field(S, rng, 6.0) * (img > -500)
+    vessels = np.zeros((S, S), dtype=bool) if masks else None
+    for t in tubes:
+        _paint(img, t.cx + t.dx * (z - zc), t.cy + t.dy * (z - zc), t.r, t.r * 0.95, 0.0, t.hu, vessels)
+    lesion_masks = [] if masks else None
+    for _key, blob, _organ in lesions:
+        m = np.zeros((S, S), dtype=bool) if masks else None
+        for sx, sy, a, b, ang in _blob_sections(blob, z):
+            _paint(img, sx, sy, a, b, ang, blob.hu, m)
+        if masks:
+            lesion_masks.append(m)
+    img += rng.normal(0.0, noise_sd, (S, S)).astype(np.float32)
+    return img, lesion_masks, vessels
+
+
+def _write_slices(folder: Path, lay: _Layout, lesions: list, tubes: list, rng) -> dict[int, list[np.ndarray]]:
+    """Every slice of the stored range as a PNG. Returns the true lesion masks of each key slice,
+    in lesion order."""
     noise_sd = float(rng.uniform(8, 18))
     key_masks: dict[int, list[np.ndarray]] = {k: [] for k in lay.keys}
     for n in range(lay.srange[0], lay.srange[1] + 1):
-        z = n * lay.interval
-        img = lay.slice_image(z)
-        img += _smooth_field(S, rng, 6.0) * (img > -500)
-        for t in tubes:
-            _paint(img, t.cx + t.dx * (z - zc), t.cy + t.dy * (z - zc), t.r, t.r * 0.95, 0.0, t.hu)
-        for key, blob, _organ in lesions:
-            m = np.zeros((S, S), dtype=bool) if n == key else None
-            for sx, sy, a, b, ang in _blob_sections(blob, z):
-                _paint(img, sx, sy, a, b, ang, blob.hu, m)
-            if m is not None:
-                key_masks[key].append(m)
-        img += rng.normal(0.0, noise_sd, (S, S)).astype(np.float32)
+        img, masks, _ = render_slice(lay, lesions, tubes, n, noise_sd, rng, masks=n in key_masks)
+        if n in key_masks:
+            key_masks[n] = [m for (key, _b, _o), m in zip(lesions, masks) if key == n]
         write_png_hu(folder / f"{n:03d}.png", np.round(img).astype(np.int32))
     return key_masks
 
@@ -60,9 +74,7 @@ def _key_rows(mask_dir: Path, series_dir: str, lay: _Layout, lesions: list, key_
                 continue
             recist, diam = recist_from_mask(m)
             recist = np.round(recist, 2)
-            ys, xs = np.nonzero(m)
-            box = np.array([max(xs.min() - 5, 0), max(ys.min() - 5, 0), min(xs.max() + 5, S - 1),
-                            min(ys.max() + 5, S - 1)], dtype=np.float64)
+            box = padded_box(m)
             noisy = bool(rng.random() < 0.04)
             loc = (round(blob.cx / S, 4), round(blob.cy / S, 4),
                    round(min(max(lay.z0 + (key - lay.srange[0]) * lay.interval / 1500.0, 0.0), 1.0), 4))
