@@ -1,16 +1,24 @@
 """Training checkpoints: one ``torch.save`` dict, plain types + tensors, loadable with weights_only=True.
 
-Keys (format 1):
+Keys (format 1) of every checkpoint (``last.pt`` and ``best.pt``):
 
 - ``format`` (int, :data:`FORMAT`), ``a3d_version`` (str)
 - ``config``: the full config as a plain dict (:func:`a3d.config.config_to_dict`)
 - ``model``: state dict of the detector (no DDP ``module.`` prefix)
-- ``optimizer``, ``scheduler`` ({"iteration": int}), ``scaler`` (GradScaler state, {} when unused)
-- ``rng``: list (one per rank) of {"python", "numpy", "torch", "cuda"} states as tensors/plain types
-- ``epoch`` (epoch the next iteration belongs to), ``iteration`` (optimizer steps done),
-  ``iters_per_epoch``, ``total_iters``, ``world_size``
-- ``history``: list of {"epoch", "iteration", "val_average", "val_sensitivities"} (validation results)
+- ``epoch`` (epoch the next iteration belongs to), ``iteration`` (optimizer steps done)
+- ``history``: one record per finished epoch: {"epoch", "iteration", "train_loss", "lr"} and, when
+  that epoch was validated, {"val_average", "fps", "val_sensitivities"}
 - ``best_metric``: best validation average sensitivity so far (float, -1 if none)
+
+``last.pt`` adds the training state (:data:`TRAINING_KEYS`), which resuming needs:
+
+- ``optimizer``, ``scheduler`` ({"iteration", ...}), ``scaler`` (GradScaler state, {} when unused)
+- ``rng``: list (one per rank) of {"python", "numpy", "torch", "cuda"} states as tensors/plain types
+- ``iters_per_epoch``, ``total_iters``, ``world_size``, ``epoch_loss`` ([sum, count] of the
+  current epoch's losses so far)
+
+``best.pt`` (:func:`weights_only`) holds the rest and ``metrics``, the history record that made it
+best (None when no validation ran): half the size (SGD's momentum is as large as the weights).
 
 Writes are atomic (temp file + rename), so a killed run leaves the previous checkpoint intact.
 
@@ -36,6 +44,8 @@ from a3d.io import atomic_path
 
 FORMAT = 1
 REQUIRED = ("format", "a3d_version", "config", "model", "epoch", "iteration")
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "iters_per_epoch", "total_iters", "world_size",
+                 "epoch_loss")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -45,6 +55,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return path
+
+
+def weights_only(state: dict, metrics: dict | None) -> dict:
+    """``state`` without the training state (:data:`TRAINING_KEYS`), with ``metrics``: the content of
+    ``best.pt``, for inference, evaluation, fine-tuning and export."""
+    return {**{k: v for k, v in state.items() if k not in TRAINING_KEYS}, "metrics": metrics}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -83,6 +99,10 @@ def load_for_resume(path: Path, cfg: Config, log: Callable[[str], None] = print)
     if not path.is_file():
         raise A3DError(f"--resume: {path} not found (nothing to resume in {path.parent})")
     ckpt = load_checkpoint(path)
+    if any(k not in ckpt for k in ("optimizer", "scheduler", "rng")):
+        raise A3DError(f"{path}: holds weights only (no optimizer, schedule or RNG state, like a best.pt), so "
+                       "training cannot resume from it; resume needs the run's own last.pt (to train further "
+                       f"from these weights, start a new run with model.pretrained={path})")
     stored = config_from_dict(ckpt["config"], f"{path} (stored config)")
     changed = diff(stored, cfg, "model")
     if changed:
