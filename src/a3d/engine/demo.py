@@ -16,6 +16,7 @@ validation split:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -83,6 +84,26 @@ def _overlay(image: torch.Tensor, gt_boxes: np.ndarray, pred, path: Path, max_bo
             raise A3DError(f"{path}: could not write the overlay image")
 
 
+MIN_MINUTES = 1.0  # synthetic data, two evaluations and at least 20 s of training
+MIN_PATIENTS = 3  # the 70/15/15 patient split then has a validation patient
+
+
+def check_demo_args(out: Path, minutes: float, patients: int, seed: int) -> None:
+    """A3DError naming the first unusable argument."""
+    if not (math.isfinite(minutes) and minutes >= MIN_MINUTES):
+        raise A3DError(f"--minutes {minutes:g}: expected at least {MIN_MINUTES:g} (synthetic data, two evaluations "
+                       "and some training)")
+    if patients < MIN_PATIENTS:
+        raise A3DError(f"--patients {patients}: expected at least {MIN_PATIENTS} (so that the validation split "
+                       "has a patient)")
+    if seed < 0:
+        raise A3DError(f"--seed {seed}: expected a number >= 0")
+    if out.exists() and not out.is_dir():
+        raise A3DError(f"--out {out}: exists and is not a folder")
+    if (out / "run" / "last.pt").exists():
+        raise A3DError(f"{out}: holds a previous demo (run/last.pt); remove it or pass another --out")
+
+
 def demo_config(data_root: Path, overrides: Sequence[str] = ()) -> Config:
     cfg = load_config("tiny")
     cfg = override_config(cfg, [f"data.root={data_root}", "train.val_every=0", *overrides])
@@ -122,12 +143,12 @@ def run_demo(
     log: Callable[[str], None] = print,
     n_overlays: int = 8,
 ) -> DemoResult:
-    """The whole demo; ``minutes`` is the total wall-clock budget (data + training + evaluation)."""
+    """The whole demo; ``minutes`` is the total wall-clock budget (data + training + evaluation).
+    Every argument is checked (:func:`check_demo_args`) before any work."""
     t0 = time.time()
     out = Path(out_dir)
     data_root, report, run_dir = out / "data", out / "report", out / "run"
-    if (run_dir / "last.pt").exists():
-        raise A3DError(f"{out}: holds a previous demo (run/last.pt); remove it or pass another --out")
+    check_demo_args(out, minutes, patients, seed)
     cfg = demo_config(data_root, overrides)
     set_cpu_threads(cfg.train.threads, resolve_device(cfg.train.device), log)
     val, n_train = _data(cfg, data_root, patients, seed, log)

@@ -30,7 +30,8 @@ from a3d.models.detector import build_detector
 
 
 def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """(detector in eval mode on ``device``, its Config) from an ``a3d train`` checkpoint."""
+    """(detector in eval mode on ``device``, its Config) from an ``a3d train`` checkpoint file or an
+    ``a3d export`` folder (:func:`a3d.engine.checkpoint.load_checkpoint`)."""
     ckpt = load_checkpoint(checkpoint_path)
     cfg = config_from_dict(ckpt["config"], f"{checkpoint_path} (stored config)")
     model = build_detector(cfg.model, pretrained=False)

@@ -204,6 +204,8 @@ class Trainer:
                 self.val_dataset = make_dataset(cfg, cfg.data.val_split, train=False, masks=False)
             _require_samples(self.val_dataset, cfg, cfg.data.val_split,
                              "nothing to validate on (data.val_split); set train.val_every=0 to train without it")
+        # key slices per split, for the model card of an export (validation: rank 0's count)
+        self.samples = {"train": len(train_dataset), "val": len(self.val_dataset) if self.val_dataset else None}
         self.loader, self.sampler = make_train_loader(train_dataset, t.batch_size, t.seed, self.info.rank,
                                                       self.info.world_size, cfg.data.workers)
         self.ipe = self.sampler.batches_per_epoch
@@ -390,6 +392,7 @@ class Trainer:
             "history": self.pos.history,
             "best_metric": self.pos.best_metric,
             "epoch_loss": self.pos.epoch_loss,
+            "samples": self.samples,
         }
 
     def save_last(self) -> Optional[dict]:
