@@ -3,7 +3,9 @@ metrics that made it best; history.json records every epoch (mean training loss,
 
 from __future__ import annotations
 
+import argparse
 import json
+import pickle
 import shutil
 
 import pytest
@@ -14,7 +16,9 @@ from a3d.engine.checkpoint import TRAINING_KEYS, load_checkpoint
 from a3d.engine.evaluate import load_model
 from a3d.engine.loader import make_dataset
 from a3d.engine.train import train
+from a3d.errors import A3DError
 from fixtures_train import small_config
+from test_predict_support import synthetic_nifti
 
 pytestmark = pytest.mark.usefixtures("cpu_threads")
 
@@ -101,3 +105,44 @@ def test_resume_from_a_weights_only_file_is_refused(validated_run, tmp_path, cap
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "weights only" in err and "last.pt" in err and "Traceback" not in err
+
+
+def _unsafe_pickle(path):
+    """A torch.save file holding an object weights_only refuses (argparse.Namespace: any class would do)."""
+    torch.save({"format": 1, "model": argparse.Namespace(x=1)}, path)
+    return path
+
+
+def test_foreign_files_get_one_line_saying_what_they_are(validated_run, synth_root, tmp_path, capsys):
+    """A text file, pickles with arbitrary objects (torch zip and plain pickle), a truncated
+    checkpoint and a folder that is not an export each get one message that says what the file is;
+    none relays PyTorch's advice to load with weights_only=False; eval, predict and export all say so
+    in one line, exit 2.
+
+    Fails if load_checkpoint passes PyTorch's message through (it says "Re-running torch.load with
+    weights_only set to False will likely succeed") or reports the text file as ``KeyError: 101``."""
+    text = tmp_path / "notes.pt"
+    text.write_text("epoch 12: loss 0.4\n")
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"ns": argparse.Namespace(a=1)}))
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes((validated_run / "best.pt").read_bytes()[:4096])
+    unsafe = _unsafe_pickle(tmp_path / "unsafe.pt")
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    for path, expected in ((text, "a text file"), (unsafe, "arbitrary Python objects"),
+                           (plain, "arbitrary Python objects"), (truncated, "damaged or truncated"),
+                           (empty, "not an a3d export folder")):
+        with pytest.raises(A3DError) as err:
+            load_checkpoint(path)
+        msg = str(err.value)
+        assert expected in msg and str(path) in msg and "weights_only" not in msg and "\n" not in msg, msg
+
+    nifti = synthetic_nifti(tmp_path / "ct.nii.gz")[0]
+    for argv in (["eval", str(unsafe), "--data", str(synth_root), "--split", "val", "--out", str(tmp_path / "e")],
+                 ["predict", str(nifti), "--checkpoint", str(unsafe), "--out", str(tmp_path / "p")],
+                 ["export", str(unsafe), "--out", str(tmp_path / "x")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "arbitrary Python objects" in err, err
+        assert "weights_only" not in err and "Traceback" not in err, err

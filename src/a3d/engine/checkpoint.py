@@ -33,6 +33,7 @@ import json
 import os
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -78,7 +79,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise A3DError(f"{path}: checkpoint not found")
     else:
         try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            with warnings.catch_warnings():  # a plain pickle's protocol note, before the refusal below
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # pickle errors, truncated files, non-weights-only content
             raise A3DError(f"{path}: {_unreadable(path, e)}") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:

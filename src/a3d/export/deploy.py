@@ -140,7 +140,8 @@ def export_onnx(model: nn.Module, cfg: Config, path: Path) -> None:
 
 
 def run_torchscript(path: Path, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch >= 2.10 marks TorchScript deprecated
         return [t.numpy() for t in torch.jit.load(str(path), map_location="cpu")(*inputs)]
 
 
