@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from a3d.cli.options import DEVICE_HELP, device
 from a3d.data.scans import parse_spacing
+from a3d.progress import progress_callback
 from a3d.errors import A3DError
 
 log = logging.getLogger("a3d.predict")
@@ -111,11 +111,5 @@ def run(args) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\rkey slices {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-    else:  # logs: about every 10 %
-        decile = done * 10 // total
-        if decile != getattr(_progress, "last", -1) or done == total:
-            _progress.last = -1 if done == total else decile
-            log.info("key slices %d/%d", done, total)
+# key-slice progress: a bar on a terminal, a line about every 10 % in a log (a3d.progress, as training)
+_progress = progress_callback("key slices", "slice")

@@ -27,6 +27,7 @@ from a3d.engine.distributed import resolve_device
 from a3d.evaluation.froc import FROCResult, froc
 from a3d.evaluation.predictions import ImagePredictions
 from a3d.models.detector import build_detector
+from a3d.progress import Progress
 
 
 def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
@@ -59,13 +60,9 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
                                          collate_fn=collate)
     records = getattr(dataset, "records", None)
     out = []
-    it = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
+    bar = Progress(len(loader), "predict", "batch", enabled=progress)
     i = 0
-    for images, targets in it:
+    for images, targets in loader:
         images = images.to(device, non_blocking=True)
         thickness = torch.stack([t["thickness"] for t in targets]).to(device)
         with torch.autocast(device_type=device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
@@ -81,6 +78,8 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
             masks = det["masks"].cpu().numpy() if keep_masks and "masks" in det else None
             out.append(ImagePredictions(image_id=t["image_id"], boxes=boxes, scores=scores, masks=masks))
             i += 1
+        bar.update()
+    bar.close()
     model.train(was_training)
     if had_masks is not None:
         heads.infer_masks = had_masks

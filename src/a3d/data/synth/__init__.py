@@ -36,6 +36,7 @@ from a3d.data.synth.anatomy import INTERVALS
 from a3d.data.synth.lesions import recist_from_mask
 from a3d.data.synth.series import _series
 from a3d.errors import A3DError
+from a3d.progress import Progress
 
 __all__ = ["generate", "recist_from_mask", "INTERVALS"]
 
@@ -71,13 +72,10 @@ def generate(out: str | os.PathLike, patients: int, seed: int, size: int = 512, 
     splits = _split_of(patients, split_rng)
     pss = np.random.SeedSequence([int(seed), 7919]).spawn(patients)
     rows = []
-    it = range(patients)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="synth", unit="patient")
-    for pi in it:
-        rows += _patient(out, pi + 1, splits[pi], np.random.default_rng(pss[pi]), size, max_series)
+    with Progress(patients, "synth", "patient", enabled=progress) as bar:
+        for pi in range(patients):
+            rows += _patient(out, pi + 1, splits[pi], np.random.default_rng(pss[pi]), size, max_series)
+            bar.update()
     write_dl_info(out / "DL_info.csv", rows)
     return out
 
