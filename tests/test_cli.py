@@ -137,6 +137,8 @@ def test_help_and_version_do_not_import_torch():
     (["eval", "--predictions", "missing.json", "--data", "{data}", "--out", "{out}", "--fps", "1,x"], "--fps"),
     (["eval", "CKPT_MISSING.pt", "--data", "{data}", "--out", "{out}", "--batch-size", "0"], "--batch-size"),
     (["eval", "CKPT_MISSING.pt", "--data", "{data}", "--out", "{out}"], "checkpoint not found"),
+    (["data", "synth", "{out}", "--seed", "-1"], "--seed must be >= 0"),
+    (["export", "CKPT_MISSING.pt", "--out", "{out}"], "checkpoint not found"),
 ])
 def test_arguments_are_checked_before_any_work(tmp_path, capsys, argv, expected):
     """A bad argument ends in one line and exit 2 within a second or two, and nothing is written

@@ -65,6 +65,8 @@ def generate(out: str | os.PathLike, patients: int, seed: int, size: int = 512, 
         raise A3DError(f"--patients must be >= 1, got {patients}")
     if not 64 <= size <= 1024:
         raise A3DError(f"--size must be within 64..1024, got {size}")
+    if int(seed) < 0:
+        raise A3DError(f"--seed must be >= 0, got {seed}")
     if patients > 999_999:
         raise A3DError("--patients must be < 1,000,000 (6-digit patient index)")
     root_ss = np.random.SeedSequence(int(seed))
