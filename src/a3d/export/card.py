@@ -116,7 +116,7 @@ not a medical device and must not be used for diagnosis or treatment decisions.
 def _load(names: Sequence[str]) -> list[str]:
     return [
         "## How to load", "",
-        "With a3d (`pip install a3d`), the folder is a checkpoint:", "",
+        "With a3d installed, the folder is a checkpoint:", "",
         "```bash", "a3d predict scan_folder/ --checkpoint THIS_FOLDER --out predictions/", "```", "",
         "```python",
         "from a3d.engine.evaluate import load_model",
