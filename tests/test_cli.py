@@ -167,11 +167,11 @@ def test_grid_refuses_an_unknown_split_before_training(tmp_path, capsys):
         main(["grid", "--split", "tset", "--out", str(tmp_path / "g")])
 
 
-def test_one_device_rule(monkeypatch):
+def test_one_device_rule(monkeypatch, tmp_path, capsys):
     """--device defaults to auto everywhere: cuda when available, else cpu (predict resolves it when
-    parsing; eval when it loads a model); a device this machine lacks is a usage error.
+    parsing; eval when it loads a model); a device this machine lacks is one line and exit 2.
 
-    Fails if predict keeps its old default (cpu) or resolves auto to cuda without checking."""
+    Fails if predict keeps its old default (cpu) or resolves auto to cuda without CUDA."""
     import torch
 
     p = build_parser()
@@ -181,10 +181,11 @@ def test_one_device_rule(monkeypatch):
                 assert action.default == "auto", words
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert parse(p, ["predict", "x.nii.gz"]).device == "cpu"
-    with pytest.raises(SystemExit):
-        parse(p, ["predict", "x.nii.gz", "--device", "cuda:1"])
+    assert parse(p, ["predict", "x.nii.gz", "--device", "cuda:1"]).device == "cuda:1"
+    (tmp_path / "DL_info.csv").write_text("x\n")
+    assert main(["eval", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert parse(p, ["predict", "x.nii.gz"]).device == "cuda"
 
 

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-
-from a3d.errors import A3DError
-
 DEVICE_HELP = "torch device: auto (cuda if available, else cpu), cpu, cuda or cuda:N"
 
 
-def resolve_device(value: str) -> str:
-    """``--device``, one rule for every command: ``auto`` -> ``cuda`` if available, else ``cpu``; an
-    explicit device must exist on this machine (A3DError otherwise)."""
-    # torch and the detector: imported only by commands that run a model, when they do
-    from a3d.predict.loading import check_device, resolve_device_name
+def device(value: str) -> str:
+    """``--device`` as an argparse ``type=``: one rule for every command, ``auto`` -> ``cuda`` if
+    available, else ``cpu``; other names pass through (the command checks them, one-line error)."""
+    if value != "auto":
+        return value
+    # torch: imported only when a command that runs a model parses its arguments, not for `a3d --help`
+    from a3d.predict.loading import resolve_device_name
 
-    name = resolve_device_name(value)
+    return resolve_device_name(value)
+
+
+def resolve_device(value: str) -> str:
+    """:func:`device`, then checked: an A3DError unless this machine has that device."""
+    from a3d.predict.loading import check_device  # torch, as above
+
+    name = device(value)
     check_device(name)
     return name
-
-
-def device(value: str) -> str:
-    """:func:`resolve_device` as an argparse ``type=`` (a bad device: usage error, exit 2)."""
-    try:
-        return resolve_device(value)
-    except A3DError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
