@@ -63,8 +63,7 @@ SUBSTITUTIONS = (
     Rule(r"--checkpoint best\.pt", "--checkpoint runs/a3d_x7/best.pt", "the checkpoint trained above"),
     Rule(r"--slices \d+:\d+", "--slices 4:6", "two key slices of the small synthetic volume"),
     Rule(r"--nproc_per_node \d+", "--nproc_per_node 1", "one CPU process (DDP itself: test_train_ddp.py)"),
-    # Overrides go next to the command's own positionals: argparse takes key=value words only in one
-    # run (`a3d train CFG k=v --out R k2=v2` is rejected), so appending them after --out would fail.
+    # Overrides go next to the command's own positionals (after --out works too: a3d.cli.parse).
     Rule(r"^(a3d grid)(.*?)(\s[\w.]+=)", r"\1 --configs a3d_x3\2 {shrink} train.max_iters=1\3",
          "one grid cell, tiny size, one iteration"),
     Rule(r"^(a3d demo\b.*)$", r"\1 --patients 8 --no-progress {shrink} train.max_iters=2",

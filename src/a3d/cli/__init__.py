@@ -11,14 +11,16 @@ import importlib
 import sys
 
 from a3d import __version__
+from a3d.cli.help import A3DParser
 from a3d.errors import A3DError
 
-# (module under a3d.cli, what it adds): each module defines add_parser(subparsers).
-_COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict")
+# (module under a3d.cli, what it adds): each module defines add_parser(subparsers). Building the
+# parser imports these modules only: none may import torch at module level (`a3d --help` stays fast).
+_COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = A3DParser(
         prog="a3d",
         description="Universal lesion detection in CT with 3D context fusion (A3D and six other operators).",
         epilog="Run `a3d COMMAND --help` for a command's options.",
@@ -31,9 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but key=value overrides may also follow options (``a3d train CFG k=v
+    --out R k2=v2``): argparse fills a positional list from one run of words only, the rest come back
+    unrecognised and are appended here, in order, to the command's ``overrides``."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in w and not w.startswith("-") for w in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         code = args.func(args)
     except A3DError as e:

@@ -18,7 +18,7 @@ from a3d.errors import A3DError
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="prepare DeepLesion-format data (synth, masks, cache)",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__)
     sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     s = sub.add_parser("synth", help="write a synthetic DeepLesion-format dataset")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train the tiny preset on synthetic data and report (a few minutes)",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="tiny-preset overrides, e.g. model.operator=acs model.slices=7")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--minutes", type=float, default=6.0, help="total time budget in minutes (default 6)")
-    p.add_argument("--patients", type=int, default=60, help="synthetic patients (default 60)")
-    p.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    p.add_argument("--minutes", type=float, default=6.0,
+                   help="total time budget in minutes, at least 1 (default 6)")
+    p.add_argument("--patients", type=int, default=60, help="synthetic patients, at least 3 (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -8,10 +8,10 @@ Writes predictions.json, predictions.csv, metrics.json, metrics.md, froc.png and
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
+from a3d.cli.options import DEVICE_HELP, resolve_device
 from a3d.data.dl_info import read_dl_info
 from a3d.errors import A3DError
 from a3d.evaluation import (
@@ -29,7 +29,6 @@ def add_parser(subparsers) -> None:
         "eval",
         help="DeepLesion FROC of saved predictions or of a checkpoint",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("checkpoint", nargs="?", help="model checkpoint to run over the split (omit with --predictions)")
     p.add_argument("--predictions", help="saved predictions file (.json a3d-predictions, or .csv image_id,x1,y1,x2,y2,score)")
@@ -37,7 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="official split (default test)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--batch-size", type=int, default=4, help="model evaluation batch size (default 4)")
-    p.add_argument("--device", default="auto", help="model evaluation device (default auto: cuda if available)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP}; the model runs in float32")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a hit (default 0.5)")
     p.add_argument("--fps", default="0.5,1,2,4,8,16", help="FPs per image to report, comma separated")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CI (0: none)")
@@ -102,8 +101,6 @@ def _predict(args, data_root: Path):
     # torch: imported when a model runs, so that `a3d --help` and scoring a predictions file start without it
     from a3d.engine.evaluate import load_model, predict_dataset, split_dataset
 
-    if not Path(args.checkpoint).is_file():
-        raise A3DError(f"{args.checkpoint}: checkpoint file not found")
     model, cfg = load_model(args.checkpoint, args.device)
     return predict_dataset(model, split_dataset(cfg, data_root, args.split), batch_size=args.batch_size), cfg
 
@@ -112,6 +109,8 @@ def _check_args(args) -> tuple[list[float], list[float], tuple]:
     """(FP rates, diameter thresholds, interval bins) from the arguments; A3DError for a bad one."""
     if bool(args.checkpoint) == bool(args.predictions):
         raise A3DError("eval: give either a CHECKPOINT or --predictions FILE (exactly one)")
+    if args.batch_size < 1:
+        raise A3DError(f"--batch-size: expected at least 1, got {args.batch_size}")
     fps = _floats(args.fps, "--fps")
     thresholds = _floats(args.diameter_thresholds, "--diameter-thresholds")
     bins = _interval_bins(args.interval_bin)
@@ -121,6 +120,13 @@ def _check_args(args) -> tuple[list[float], list[float], tuple]:
         raise A3DError(f"--max-per-image: expected >= 0, got {args.max_per_image}")
     if args.bootstrap < 0:
         raise A3DError(f"--bootstrap: expected >= 0, got {args.bootstrap}")
+    if args.checkpoint:
+        if not Path(args.checkpoint).exists():
+            raise A3DError(f"{args.checkpoint}: checkpoint not found (expected an 'a3d train' checkpoint file or "
+                           "an 'a3d export' folder)")
+        args.device = resolve_device(args.device)
+    elif not Path(args.predictions).is_file():
+        raise A3DError(f"{args.predictions}: predictions file not found")
     return fps, thresholds, bins
 
 
@@ -159,7 +165,8 @@ def run(args) -> int:
     preds, source, missing = _predictions(args, csv)
     run_meta = {k: v for k, v in (("name", args.name), ("operator", args.operator), ("slices", args.slices)) if v is not None}
     if args.checkpoint and "name" not in run_meta:
-        run_meta["name"] = Path(args.checkpoint).parent.name or Path(args.checkpoint).stem
+        ck = Path(args.checkpoint)  # RUN/best.pt -> RUN; an export folder -> its own name
+        run_meta["name"] = ck.name if ck.is_dir() else (ck.parent.name or ck.stem)
     m = evaluate_predictions(
         preds,
         gt,

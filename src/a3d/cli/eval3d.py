@@ -12,7 +12,6 @@ The protocol in full: docs/evaluation.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from a3d.errors import A3DError
@@ -27,7 +26,6 @@ def add_parser(subparsers) -> None:
         "eval3d",
         help="volume-level FROC of candidates (LUNA16 protocol: sensitivity at 1/8..8 FPs per scan, CPM)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("annotations", help="CSV seriesuid,coordX,coordY,coordZ,diameter_mm (world mm)")
     p.add_argument("candidates", help="CSV seriesuid,coordX,coordY,coordZ,probability (world mm)")

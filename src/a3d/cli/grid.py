@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("grid", help="train + evaluate operators x slices; Table 2-style report",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides for every run, e.g. data.root=data/synth train.epochs=2")
     p.add_argument("--configs", nargs="+", default=None,
@@ -14,8 +14,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="grid_out", help="output folder (runs/<name>/, report/)")
     p.add_argument("--preset", choices=("tiny", "paper"), default="tiny",
                    help="tiny: the tiny preset per cell; paper: the packaged paper configs")
-    p.add_argument("--split", default="val", help="split to evaluate (val or test; default val)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--split", default="val", choices=("val", "test"), help="split to evaluate (default val)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from a3d.cli.options import DEVICE_HELP, device
 from a3d.data.scans import parse_spacing
+from a3d.progress import progress_callback
 from a3d.errors import A3DError
 
 log = logging.getLogger("a3d.predict")
@@ -44,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--link-iou", type=float, default=0.3, help="box IoU above which detections on adjacent slices join one 3D candidate (default 0.3)")
     p.add_argument("--window", default="400,40", metavar="W,L", help="overlay CT window width,level in HU (default 400,40: soft tissue)")
     p.add_argument("--batch-size", type=int, default=4, help="key slices per forward pass (default 4)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--device", default="auto", type=device, help=DEVICE_HELP)
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     p.add_argument("--nifti-labels", action="store_true", help="also write labels.nii.gz (candidate ids, input geometry)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlays/ PNGs")
@@ -119,11 +120,5 @@ def run(args) -> int:
     return 0
 
 
-def _progress(done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\rkey slices {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-    else:  # logs: about every 10 %
-        decile = done * 10 // total
-        if decile != getattr(_progress, "last", -1) or done == total:
-            _progress.last = -1 if done == total else decile
-            log.info("key slices %d/%d", done, total)
+# key-slice progress: a bar on a terminal, a line about every 10 % in a log (a3d.progress, as training)
+_progress = progress_callback("key slices", "slice")

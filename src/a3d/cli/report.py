@@ -8,7 +8,6 @@ froc.png and froc.svg to --out.
 
 from __future__ import annotations
 
-import argparse
 
 from a3d.evaluation.report import write_report
 
@@ -18,7 +17,6 @@ def add_parser(subparsers) -> None:
         "report",
         help="Table 2-style comparison of runs (Markdown + overlaid FROC plot)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directory holding metrics.json (or the file itself)")
     p.add_argument("--out", required=True, help="output directory")

@@ -15,7 +15,7 @@ from a3d.errors import A3DError
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a detector from a config (TOML file or packaged name)",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__)
     p.add_argument("config", nargs="?", default=None, help="TOML file or packaged config name (e.g. a3d_x7, tiny); "
                                   "with --resume and no config, the run's stored config is used")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")

@@ -22,6 +22,7 @@ from a3d.data.masks import _init_worker, _mp_context
 from a3d.data.slices import PngSource, read_png_hu, slice_path
 from a3d.errors import A3DError
 from a3d.io import atomic_path, write_text_atomic
+from a3d.progress import Progress
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -111,11 +112,9 @@ def build_cache(root: str | os.PathLike, workers: int = 1, force: bool = False, 
         if not img_root.is_dir():
             raise A3DError(f"{img_root}: folder not found (expected DeepLesion's Images_png)")
         series = sorted(d.name for d in os.scandir(img_root) if d.is_dir())
-    from tqdm import tqdm
-
     written = skipped = 0
     jobs = [(str(root), s, force) for s in series]
-    bar = tqdm(total=len(jobs), desc="cache", unit="series", disable=not progress)
+    bar = Progress(len(jobs), "cache", "series", enabled=progress)
     if workers <= 1:
         results = map(_work, jobs)
         for _, done in results:

@@ -39,6 +39,7 @@ from a3d.data._npz import save_npz
 from a3d.data.dl_info import group_by_key_slice, read_dl_info
 from a3d.data.slices import HU_MAX, HU_MIN, read_png_hu, slice_path
 from a3d.errors import A3DError
+from a3d.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +181,8 @@ def build_masks(root: str | os.PathLike, workers: int = 1, out_dir: str = "masks
             folder = p.parent
             what = "series folder not found" if not folder.is_dir() else "key slice file not found"
             raise A3DError(f"{folder if not folder.is_dir() else p}: {what}")
-    from tqdm import tqdm
-
     written = 0
-    bar = tqdm(total=len(jobs), desc="masks", unit="slice", disable=not progress)
+    bar = Progress(len(jobs), "masks", "slice", enabled=progress)
     try:
         if workers <= 1 or len(jobs) <= 1:
             for j in jobs:

@@ -1,16 +1,25 @@
 """Training checkpoints: one ``torch.save`` dict, plain types + tensors, loadable with weights_only=True.
 
-Keys (format 1):
+Keys (format 1) of every checkpoint (``last.pt`` and ``best.pt``):
 
 - ``format`` (int, :data:`FORMAT`), ``a3d_version`` (str)
 - ``config``: the full config as a plain dict (:func:`a3d.config.config_to_dict`)
 - ``model``: state dict of the detector (no DDP ``module.`` prefix)
-- ``optimizer``, ``scheduler`` ({"iteration": int}), ``scaler`` (GradScaler state, {} when unused)
-- ``rng``: list (one per rank) of {"python", "numpy", "torch", "cuda"} states as tensors/plain types
-- ``epoch`` (epoch the next iteration belongs to), ``iteration`` (optimizer steps done),
-  ``iters_per_epoch``, ``total_iters``, ``world_size``
-- ``history``: list of {"epoch", "iteration", "val_average", "val_sensitivities"} (validation results)
+- ``epoch`` (epoch the next iteration belongs to), ``iteration`` (optimizer steps done)
+- ``history``: one record per finished epoch: {"epoch", "iteration", "train_loss", "lr"} and, when
+  that epoch was validated, {"val_average", "fps", "val_sensitivities"}
 - ``best_metric``: best validation average sensitivity so far (float, -1 if none)
+- ``samples``: {"train": key slices trained on, "val": key slices validated on (None: no validation)}
+
+``last.pt`` adds the training state (:data:`TRAINING_KEYS`), which resuming needs:
+
+- ``optimizer``, ``scheduler`` ({"iteration", ...}), ``scaler`` (GradScaler state, {} when unused)
+- ``rng``: list (one per rank) of {"python", "numpy", "torch", "cuda"} states as tensors/plain types
+- ``iters_per_epoch``, ``total_iters``, ``world_size``, ``epoch_loss`` ([sum, count] of the
+  current epoch's losses so far)
+
+``best.pt`` (:func:`weights_only`) holds the rest and ``metrics``, the history record that made it
+best (None when no validation ran): half the size (SGD's momentum is as large as the weights).
 
 Writes are atomic (temp file + rename), so a killed run leaves the previous checkpoint intact.
 
@@ -20,13 +29,16 @@ config or another total batch with a one-line A3DError.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import random
+import warnings
 from pathlib import Path
-
 from typing import Callable
 
 import numpy as np
+import safetensors.torch
 import torch
 
 from a3d import __version__
@@ -36,6 +48,9 @@ from a3d.io import atomic_path
 
 FORMAT = 1
 REQUIRED = ("format", "a3d_version", "config", "model", "epoch", "iteration")
+MODEL_TYPE = "a3d-detector"  # config.json's "model_type" in an export folder
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler", "rng", "iters_per_epoch", "total_iters", "world_size",
+                 "epoch_loss")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -47,17 +62,31 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return path
 
 
+def weights_only(state: dict, metrics: dict | None) -> dict:
+    """``state`` without the training state (:data:`TRAINING_KEYS`), with ``metrics``: the content of
+    ``best.pt``, for inference, evaluation, fine-tuning and export."""
+    return {**{k: v for k, v in state.items() if k not in TRAINING_KEYS}, "metrics": metrics}
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; refuse other formats with a clear message."""
+    """A checkpoint dict from an ``a3d train`` file (``torch.load(weights_only=True)``) or an
+    ``a3d export`` folder (:func:`read_export`); other files and formats are refused with a clear
+    message (never the advice to load them unsafely)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        ckpt = read_export(path)
+    elif not path.is_file():
         raise A3DError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle errors, truncated files, non-weights-only content
-        raise A3DError(f"{path}: not a readable a3d checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    else:
+        try:
+            with warnings.catch_warnings():  # a plain pickle's protocol note, before the refusal below
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # pickle errors, truncated files, non-weights-only content
+            raise A3DError(f"{path}: {_unreadable(path, e)}") from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
-        raise A3DError(f"{path}: not an a3d checkpoint (no 'format' key; expected a file written by 'a3d train')")
+        raise A3DError(f"{path}: not an a3d checkpoint (no 'format' key; expected a file written by 'a3d train' "
+                       "or a folder written by 'a3d export')")
     if ckpt["format"] != FORMAT:
         raise A3DError(f"{path}: checkpoint format {ckpt['format']} (a3d {ckpt.get('a3d_version', '?')}); "
                        f"this a3d reads format {FORMAT}")
@@ -65,6 +94,50 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if missing:
         raise A3DError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return ckpt
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """What ``path`` is, for a file that ``torch.load(weights_only=True)`` refused."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    expected = "expected a checkpoint written by 'a3d train' or a folder written by 'a3d export'"
+    torch_like = head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"  # torch.save's zip, or a pickle
+    if isinstance(error, pickle.UnpicklingError) and torch_like:
+        # PyTorch's own message advises weights_only=False, i.e. running whatever the pickle holds
+        return ("a pickle holding arbitrary Python objects (not only tensors and plain values); a3d does not "
+                f"load such files, since unpickling them can run code; {expected}")
+    if torch_like:
+        first = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0][:120]
+        return f"a damaged or truncated PyTorch file ({first}); {expected}"
+    if head and all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+        return f"a text file (starts {head[:24].decode()!r}), not a PyTorch checkpoint; {expected}"
+    return f"neither a PyTorch zip archive nor a pickle (starts {head[:8]!r}); {expected}"
+
+
+# ---------------------------------------------------------------------------------- export folders
+
+EXPORT_WEIGHTS, EXPORT_CONFIG = "model.safetensors", "config.json"  # the Hugging Face layout's names
+
+
+def read_export(folder: Path) -> dict:
+    """The checkpoint dict of an ``a3d export`` folder: ``config.json`` (every key but ``model``) and
+    ``model.safetensors`` (the state dict, read with safetensors: no pickle)."""
+    files = [folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise A3DError(f"{folder}: not an a3d export folder (no {' or '.join(missing)}); expected a file written "
+                       "by 'a3d train' or a folder written by 'a3d export'")
+    try:
+        meta = json.loads(files[0].read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise A3DError(f"{files[0]}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
+        raise A3DError(f"{files[0]}: not an a3d model config (expected \"model_type\": \"{MODEL_TYPE}\")")
+    try:
+        state = safetensors.torch.load_file(str(files[1]), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError / OSError for a bad header
+        raise A3DError(f"{files[1]}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    return {**{k: v for k, v in meta.items() if k != "model_type"}, "model": state}
 
 
 # ---------------------------------------------------------------------------------- resume
@@ -83,6 +156,10 @@ def load_for_resume(path: Path, cfg: Config, log: Callable[[str], None] = print)
     if not path.is_file():
         raise A3DError(f"--resume: {path} not found (nothing to resume in {path.parent})")
     ckpt = load_checkpoint(path)
+    if any(k not in ckpt for k in ("optimizer", "scheduler", "rng")):
+        raise A3DError(f"{path}: holds weights only (no optimizer, schedule or RNG state, like a best.pt), so "
+                       "training cannot resume from it; resume needs the run's own last.pt (to train further "
+                       f"from these weights, start a new run with model.pretrained={path})")
     stored = config_from_dict(ckpt["config"], f"{path} (stored config)")
     changed = diff(stored, cfg, "model")
     if changed:

@@ -7,7 +7,8 @@ validation split:
 - ``metrics.md`` / ``metrics.json``: FROC sensitivities at 0.5..16 FPs per image, untrained vs trained;
 - ``froc.png``: both FROC curves;
 - ``overlays/*.png``: validation key slices with ground-truth boxes (green) and the trained model's
-  detections (red, with scores);
+  top detections (red, non-overlapping score labels, near-duplicates merged; a legend under each,
+  :mod:`a3d.engine.demo_overlay`);
 - ``trained/`` and ``untrained/``: the full ``a3d eval`` outputs (predictions, metrics, curves).
 
 ``DIR/data`` holds the synthetic dataset, ``DIR/run`` the training run (checkpoints, TensorBoard).
@@ -16,27 +17,27 @@ validation split:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from a3d.boxes import rescale_boxes
 from a3d.config import Config, load_config, override_config, to_toml
 from a3d.data.synth import generate
+from a3d.engine.demo_overlay import render_overlay, write_overlay
 from a3d.engine.distributed import resolve_device
 from a3d.engine.evaluate import load_model, predict_dataset, split_dataset
 from a3d.engine.train import seed_everything, set_cpu_threads, train
 from a3d.errors import A3DError
 from a3d.evaluation import evaluate_predictions, ground_truth_from_records, write_evaluation
 from a3d.evaluation.plots import curve_from_metrics, plot_froc
-from a3d.evaluation.predictions import ImagePredictions
-from a3d.io import atomic_path, write_text_atomic
+from a3d.io import write_text_atomic
 from a3d.models.detector import build_detector
 
 
@@ -60,27 +61,24 @@ def _evaluate(model, cfg: Config, dataset, out: Path, title: str, run_name: str)
     return m, preds
 
 
-def _overlay(image: torch.Tensor, gt_boxes: np.ndarray, pred, path: Path, max_boxes: int = 3,
-             min_score: float = 0.05, scale: int = 3) -> None:
-    """Key slice (window [-50, 205] -> 8 bits), GT boxes green, top predictions red with scores."""
-    key = image[0, image.shape[1] // 2].numpy()
-    g = np.clip((key + 50.0), 0, 255).astype(np.uint8)
-    g = cv2.resize(g, (g.shape[1] * scale, g.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
-    rgb = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
-    for b in gt_boxes:
-        x1, y1, x2, y2 = (np.asarray(b) * scale).astype(int)
-        cv2.rectangle(rgb, (x1, y1), (x2, y2), (0, 200, 0), 1)
-    order = np.argsort(-pred.scores)[:max_boxes]
-    for i in order:
-        if pred.scores[i] < min_score:
-            continue
-        x1, y1, x2, y2 = (pred.boxes[i] * scale).astype(int)
-        cv2.rectangle(rgb, (x1, y1), (x2, y2), (0, 0, 255), 1)
-        cv2.putText(rgb, f"{pred.scores[i]:.2f}", (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (0, 0, 255), 1, cv2.LINE_AA)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), rgb):
-            raise A3DError(f"{path}: could not write the overlay image")
+MIN_MINUTES = 1.0  # synthetic data, two evaluations and at least 20 s of training
+MIN_PATIENTS = 3  # the 70/15/15 patient split then has a validation patient
+
+
+def check_demo_args(out: Path, minutes: float, patients: int, seed: int) -> None:
+    """A3DError naming the first unusable argument."""
+    if not (math.isfinite(minutes) and minutes >= MIN_MINUTES):
+        raise A3DError(f"--minutes {minutes:g}: expected at least {MIN_MINUTES:g} (synthetic data, two evaluations "
+                       "and some training)")
+    if patients < MIN_PATIENTS:
+        raise A3DError(f"--patients {patients}: expected at least {MIN_PATIENTS} (so that the validation split "
+                       "has a patient)")
+    if seed < 0:
+        raise A3DError(f"--seed {seed}: expected a number >= 0")
+    if out.exists() and not out.is_dir():
+        raise A3DError(f"--out {out}: exists and is not a folder")
+    if (out / "run" / "last.pt").exists():
+        raise A3DError(f"{out}: holds a previous demo (run/last.pt); remove it or pass another --out")
 
 
 def demo_config(data_root: Path, overrides: Sequence[str] = ()) -> Config:
@@ -122,12 +120,12 @@ def run_demo(
     log: Callable[[str], None] = print,
     n_overlays: int = 8,
 ) -> DemoResult:
-    """The whole demo; ``minutes`` is the total wall-clock budget (data + training + evaluation)."""
+    """The whole demo; ``minutes`` is the total wall-clock budget (data + training + evaluation).
+    Every argument is checked (:func:`check_demo_args`) before any work."""
     t0 = time.time()
     out = Path(out_dir)
     data_root, report, run_dir = out / "data", out / "report", out / "run"
-    if (run_dir / "last.pt").exists():
-        raise A3DError(f"{out}: holds a previous demo (run/last.pt); remove it or pass another --out")
+    check_demo_args(out, minutes, patients, seed)
     cfg = demo_config(data_root, overrides)
     set_cpu_threads(cfg.train.threads, resolve_device(cfg.train.device), log)
     val, n_train = _data(cfg, data_root, patients, seed, log)
@@ -170,9 +168,10 @@ def _draw(report: Path, cfg: Config, m0: dict, m1: dict, iterations: int, val, p
         image, target = val[i]
         orig_hw, hw = val.records[i][0].image_size, tuple(image.shape[-2:])
         gt = np.stack([r.box for r in val.records[i]]).astype(np.float64)
-        pred = ImagePredictions(preds[i].image_id, rescale_boxes(np.asarray(preds[i].boxes).reshape(-1, 4), orig_hw, hw),
-                                np.asarray(preds[i].scores))
-        _overlay(image, rescale_boxes(gt, orig_hw, hw), pred, report / "overlays" / f"{target['image_id']}.png")
+        boxes = rescale_boxes(np.asarray(preds[i].boxes).reshape(-1, 4), orig_hw, hw)
+        key = image[0, image.shape[1] // 2].numpy()
+        overlay = render_overlay(key, rescale_boxes(gt, orig_hw, hw), boxes, np.asarray(preds[i].scores))
+        write_overlay(report / "overlays" / f"{target['image_id']}.png", overlay)
 
 
 def _markdown(cfg: Config, m0: dict, m1: dict, iterations: int, about: str) -> str:
@@ -192,7 +191,7 @@ def _markdown(cfg: Config, m0: dict, m1: dict, iterations: int, about: str) -> s
         sens = " | ".join("-" if s is None else f"{100 * s:.1f}" for s in m["sensitivity"])
         lines.append(f"| {name} | {sens} | {100 * m['average']:.1f} |")
     lines += ["", "Curves: `froc.png`; detections on validation slices: `overlays/` (green: ground truth, red: "
-              "detections with scores); full outputs: `untrained/`, `trained/`.", ""]
+              "top detections with scores; legend under each image); full outputs: `untrained/`, `trained/`.", ""]
     return "\n".join(lines)
 
 

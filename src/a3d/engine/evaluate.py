@@ -28,10 +28,12 @@ from a3d.engine.distributed import resolve_device
 from a3d.evaluation.froc import FROCResult, froc
 from a3d.evaluation.predictions import ImagePredictions
 from a3d.models.detector import build_detector
+from a3d.progress import Progress
 
 
 def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """(detector in eval mode on ``device``, its Config) from an ``a3d train`` checkpoint."""
+    """(detector in eval mode on ``device``, its Config) from an ``a3d train`` checkpoint file or an
+    ``a3d export`` folder (:func:`a3d.engine.checkpoint.load_checkpoint`)."""
     ckpt = load_checkpoint(checkpoint_path)
     cfg = config_from_dict(ckpt["config"], f"{checkpoint_path} (stored config)")
     model = build_detector(cfg.model, pretrained=False)
@@ -58,12 +60,8 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=collate)
     out = []
-    it = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
-    for images, targets in it:
+    bar = Progress(len(loader), "predict", "batch", enabled=progress)
+    for images, targets in loader:
         images = images.to(device, non_blocking=True)
         thickness = torch.stack([t["thickness"] for t in targets]).to(device)
         sizes = [tuple(int(v) for v in t["image_size"]) for t in targets]
@@ -75,6 +73,8 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
             scores = det["scores"].float().cpu().numpy().astype(np.float64)
             masks = g.masks_to_original(det["masks"].cpu().numpy()) if keep_masks and "masks" in det else None
             out.append(ImagePredictions(image_id=t["image_id"], boxes=boxes, scores=scores, masks=masks))
+        bar.update()
+    bar.close()
     model.train(was_training)
     if had_masks is not None:
         heads.infer_masks = had_masks

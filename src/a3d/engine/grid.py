@@ -59,6 +59,8 @@ def run_grid(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train + evaluate each config; returns {"runs": [GridRun...], "report": {kind: path}}."""
+    if split not in ("val", "test"):
+        raise A3DError(f"--split {split!r}: expected val or test")
     names = list(configs or PAPER_GRID)
     cfgs = [grid_config(n, preset, overrides) for n in names]  # all validated before anything runs
     out = Path(out_dir)

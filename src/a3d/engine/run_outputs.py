@@ -1,5 +1,6 @@
 """What rank 0 of a training run shows and writes besides checkpoints: the run folder's
-``config.toml`` and ``history.json``, TensorBoard scalars (``tb/``) and the progress bar."""
+``config.toml`` and ``history.json``, TensorBoard scalars (``tb/``) and the progress (a bar on a
+terminal, lines in a log file: :class:`a3d.progress.Progress`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
-
 from a3d.config import Config, to_toml
 from a3d.io import write_text_atomic
+from a3d.progress import Progress
 
 
 class RunOutputs:
@@ -31,8 +31,7 @@ class RunOutputs:
             log(f"warning: no TensorBoard logs ({type(e).__name__}: {e})")
         self.bar = None
         if progress:
-            self.bar = tqdm(total=pos.total, initial=pos.iteration, desc=f"train {cfg.name}", unit="it",
-                            dynamic_ncols=True)
+            self.bar = Progress(pos.total, f"train {cfg.name}", "it", initial=pos.iteration)
 
     def log_step(self, done: int, losses: dict[str, float], lr: float, epoch: int) -> None:
         """After iteration ``done``: ``losses`` = {"loss": total, "loss_...": each} (averaged over ranks)."""
@@ -41,13 +40,12 @@ class RunOutputs:
                 self.writer.add_scalar(f"train/{k}", v, done)
             self.writer.add_scalar("train/lr", lr, done)
         if self.bar is not None:
-            self.bar.update(1)
             self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", epoch=epoch + 1)
+            self.bar.update(1)
 
     def set_total(self, total: int) -> None:
         if self.bar is not None:
-            self.bar.total = total
-            self.bar.refresh()
+            self.bar.set_total(total)
 
     def log_validation(self, rec: dict) -> None:
         if self.writer is not None:

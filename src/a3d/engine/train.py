@@ -7,9 +7,11 @@ reference: a :class:`Trainer` is set up (and restored from ``last.pt`` on resume
 best-checkpoint tracking, ``last.pt``). Run folder layout::
 
     RUN_DIR/config.toml   the resolved config
-    RUN_DIR/last.pt       latest checkpoint (each epoch and every train.checkpoint_every iterations)
-    RUN_DIR/best.pt       best validation average sensitivity so far
-    RUN_DIR/history.json  validation FROC after each epoch
+    RUN_DIR/last.pt       latest checkpoint, full training state (each epoch and every
+                          train.checkpoint_every iterations)
+    RUN_DIR/best.pt       weights + config of the best validation average sensitivity so far
+                          (of the last iteration when nothing was validated)
+    RUN_DIR/history.json  per epoch: mean training loss, lr and, when validated, the FROC
     RUN_DIR/tb/           TensorBoard logs (rank 0)
 
 Collectives: every rank takes the same decisions from the config and the iteration alone, so every
@@ -42,6 +44,7 @@ from a3d.engine.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    weights_only,
 )
 from a3d.engine.distributed import (
     DistInfo,
@@ -93,7 +96,8 @@ class Position:
 
     iteration: int = 0  # optimizer steps done
     total: int = 0  # iterations of the whole run
-    history: list = field(default_factory=list)  # validation records
+    history: list = field(default_factory=list)  # one record per finished epoch (train loss, validation)
+    epoch_loss: list = field(default_factory=lambda: [0.0, 0])  # [sum, count] of this epoch's losses so far
     best_metric: float = -1.0  # best validation average sensitivity (-1: none yet)
     last_saved: Optional[int] = None  # iteration of the last checkpoint written by this process
 
@@ -200,6 +204,8 @@ class Trainer:
                 self.val_dataset = make_dataset(cfg, cfg.data.val_split, train=False, masks=False)
             _require_samples(self.val_dataset, cfg, cfg.data.val_split,
                              "nothing to validate on (data.val_split); set train.val_every=0 to train without it")
+        # key slices per split, for the model card of an export (validation: rank 0's count)
+        self.samples = {"train": len(train_dataset), "val": len(self.val_dataset) if self.val_dataset else None}
         self.loader, self.sampler = make_train_loader(train_dataset, t.batch_size, t.seed, self.info.rank,
                                                       self.info.world_size, cfg.data.workers)
         self.ipe = self.sampler.batches_per_epoch
@@ -228,6 +234,7 @@ class Trainer:
         self.pos.iteration = int(ckpt["iteration"])
         self.pos.history = list(ckpt.get("history", []))
         self.pos.best_metric = float(ckpt.get("best_metric", -1.0))
+        self.pos.epoch_loss = list(ckpt.get("epoch_loss", [0.0, 0]))
         self.pos.last_saved = self.pos.iteration
         rngs = ckpt.get("rng") or []
         if rngs:
@@ -260,7 +267,7 @@ class Trainer:
             if self.outputs is not None:
                 self.outputs.close()
         if self.last_state is not None and not self.best_path.exists():
-            save_checkpoint(self.best_path, self.last_state)  # no validation ran: best = last
+            save_checkpoint(self.best_path, weights_only(self.last_state, None))  # no validation ran: best = last
 
     def _epoch_end(self, epoch: int) -> int:
         return min((epoch + 1) * self.ipe, self.pos.total)
@@ -297,6 +304,7 @@ class Trainer:
                                  self.info)
         if not torch.isfinite(values).all():
             raise self._diverged(values, list(losses), epoch)
+        self.pos.epoch_loss = [self.pos.epoch_loss[0] + float(values[0]), self.pos.epoch_loss[1] + 1]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.t.clip_grad > 0:
@@ -340,17 +348,21 @@ class Trainer:
         ``last.pt`` and ``history.json``."""
         done = self.pos.iteration
         epoch_done = -(-done // self.ipe)  # epochs begun: the last one may end early (max_iters)
+        loss_sum, n = self.pos.epoch_loss
+        rec = {"epoch": epoch_done, "iteration": done, "train_loss": loss_sum / n if n else None,
+               "lr": self.schedule.lr_at(done - 1)}
         improved = False
         if self.validating and (epoch_done % self.t.val_every == 0 or done == self.pos.total):
-            rec = self.validate(epoch_done)
-            self.pos.history.append(rec)
+            rec.update(self.validate(epoch_done))
             improved = rec["val_average"] > self.pos.best_metric
             if improved:
                 self.pos.best_metric = rec["val_average"]
+        self.pos.history.append(rec)
+        self.pos.epoch_loss = [0.0, 0]
         state = self.save_last()
         if state is not None:
             if improved:
-                save_checkpoint(self.best_path, state)
+                save_checkpoint(self.best_path, weights_only(state, rec))
             self.outputs.write_history(self.pos.history)
 
     def validate(self, epoch: int) -> dict:
@@ -379,6 +391,8 @@ class Trainer:
             "world_size": self.info.world_size,
             "history": self.pos.history,
             "best_metric": self.pos.best_metric,
+            "epoch_loss": self.pos.epoch_loss,
+            "samples": self.samples,
         }
 
     def save_last(self) -> Optional[dict]:

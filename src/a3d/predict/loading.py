@@ -12,6 +12,13 @@ from a3d.engine.evaluate import load_model
 from a3d.errors import A3DError
 
 
+def resolve_device_name(device: str) -> str:
+    """``auto`` -> ``cuda`` if available, else ``cpu`` (the default of every command); others unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def check_device(device: str) -> None:
     """A3DError unless ``device`` is a torch device this machine has (cpu, mps, cuda[:N])."""
     try:
@@ -29,9 +36,11 @@ def check_device(device: str) -> None:
 
 def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Config]:
     """(detector in eval mode on ``device``, its training Config) from an ``a3d train`` checkpoint
-    (:func:`a3d.engine.evaluate.load_model`: ``torch.load(weights_only=True)``)."""
-    if not os.path.isfile(checkpoint):
-        raise A3DError(f"{checkpoint}: checkpoint file not found")
+    file or an ``a3d export`` folder (:func:`a3d.engine.evaluate.load_model`: ``torch.load(weights_only=True)``
+    or safetensors)."""
+    if not os.path.exists(checkpoint):
+        raise A3DError(f"{checkpoint}: checkpoint not found (expected an 'a3d train' checkpoint file or an "
+                       "'a3d export' folder)")
     try:
         return load_model(checkpoint, device)
     except A3DError:

@@ -37,6 +37,7 @@ from a3d.data.recist import recist_from_mask
 from a3d.data.synth.anatomy import INTERVALS
 from a3d.data.synth.series import _series
 from a3d.errors import A3DError
+from a3d.progress import Progress
 
 __all__ = ["generate", "recist_from_mask", "split_codes", "INTERVALS"]
 
@@ -65,6 +66,8 @@ def generate(out: str | os.PathLike, patients: int, seed: int, size: int = 512, 
         raise A3DError(f"--patients must be >= 1, got {patients}")
     if not 64 <= size <= 1024:
         raise A3DError(f"--size must be within 64..1024, got {size}")
+    if int(seed) < 0:
+        raise A3DError(f"--seed must be >= 0, got {seed}")
     if patients > 999_999:
         raise A3DError("--patients must be < 1,000,000 (6-digit patient index)")
     root_ss = np.random.SeedSequence(int(seed))
@@ -72,13 +75,10 @@ def generate(out: str | os.PathLike, patients: int, seed: int, size: int = 512, 
     splits = split_codes(patients, split_rng)
     pss = np.random.SeedSequence([int(seed), 7919]).spawn(patients)
     rows = []
-    it = range(patients)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="synth", unit="patient")
-    for pi in it:
-        rows += _patient(out, pi + 1, splits[pi], np.random.default_rng(pss[pi]), size, max_series)
+    with Progress(patients, "synth", "patient", enabled=progress) as bar:
+        for pi in range(patients):
+            rows += _patient(out, pi + 1, splits[pi], np.random.default_rng(pss[pi]), size, max_series)
+            bar.update()
     write_dl_info(out / "DL_info.csv", rows)
     return out
 
