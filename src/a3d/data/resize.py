@@ -56,6 +56,13 @@ class FitPad:
         rh, rw = max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
         return cls((h, w), (rh, rw), (math.ceil(rh / divisor) * divisor, math.ceil(rw / divisor) * divisor))
 
+    @classmethod
+    def of_target(cls, target: dict, padded: Sequence[int]) -> "FitPad":
+        """The geometry a dataset sample went through (its target's ``original_size`` and
+        ``image_size``), for an input of size ``padded`` (H', W') (a batch may pad it further)."""
+        size = lambda k: tuple(int(v) for v in target[k])  # noqa: E731
+        return cls(size("original_size"), size("image_size"), tuple(int(v) for v in padded))
+
     @property
     def identity(self) -> bool:
         return self.original == self.resized == self.padded

@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from a3d.boxes import rescale_boxes
 from a3d.config import Config, load_config, override_config, to_toml
+from a3d.data.resize import FitPad
 from a3d.data.synth import generate
 from a3d.engine.demo_overlay import render_overlay, write_overlay
 from a3d.engine.distributed import resolve_device
@@ -166,11 +166,11 @@ def _draw(report: Path, cfg: Config, m0: dict, m1: dict, iterations: int, val, p
               report / "froc", title=f"a3d demo: {cfg.model.operator} x{cfg.model.slices}, synthetic val split")
     for i in range(min(n_overlays, len(val))):
         image, target = val[i]
-        orig_hw, hw = val.records[i][0].image_size, tuple(image.shape[-2:])
+        g = FitPad.of_target(target, image.shape[-2:])  # predictions and GT are in original pixels
         gt = np.stack([r.box for r in val.records[i]]).astype(np.float64)
-        boxes = rescale_boxes(np.asarray(preds[i].boxes).reshape(-1, 4), orig_hw, hw)
+        boxes = g.points(np.asarray(preds[i].boxes).reshape(-1, 4))
         key = image[0, image.shape[1] // 2].numpy()
-        overlay = render_overlay(key, rescale_boxes(gt, orig_hw, hw), boxes, np.asarray(preds[i].scores))
+        overlay = render_overlay(key, g.points(gt), boxes, np.asarray(preds[i].scores))
         write_overlay(report / "overlays" / f"{target['image_id']}.png", overlay)
 
 

@@ -67,8 +67,8 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int = 2, device: str 
         sizes = [tuple(int(v) for v in t["image_size"]) for t in targets]
         with torch.autocast(device_type=device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             dets = model(images, thickness=thickness, image_sizes=sizes)
-        for t, det, size in zip(targets, dets, sizes):
-            g = FitPad(tuple(int(v) for v in t["original_size"]), size, tuple(images.shape[-2:]))
+        for t, det in zip(targets, dets):
+            g = FitPad.of_target(t, images.shape[-2:])
             boxes = g.to_original(det["boxes"].float().cpu().numpy().astype(np.float64))
             scores = det["scores"].float().cpu().numpy().astype(np.float64)
             masks = g.masks_to_original(det["masks"].cpu().numpy()) if keep_masks and "masks" in det else None
