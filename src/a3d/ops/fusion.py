@@ -53,16 +53,20 @@ def _needs_autograd(*tensors: torch.Tensor | None) -> bool:
 
 
 def use_plain_ops(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
-    """True where the custom autograd nodes must not (tracing, export, autocast) or need not (no grad) run."""
+    """True where the custom autograd nodes must not (tracing, export, torch.compile, autocast) or need
+    not (no grad) run."""
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return True
+    if torch.compiler.is_compiling():
         return True
     if torch.is_autocast_enabled(x.device.type):
         return True
     return not _needs_autograd(x, *params)
 
 
-def _backward_in_blocks(x: torch.Tensor, pt: torch.Tensor, g: torch.Tensor, gx: torch.Tensor) -> torch.Tensor:
-    """gx[b, c] = pt[c]^T @ g[b, c] (``gx`` may be ``g`` itself); returns dpt[c] = sum_b g[b, c] @ x[b, c]^T.
+def _backward_in_blocks(x: torch.Tensor, pt: torch.Tensor, g: torch.Tensor, gx: torch.Tensor | None) -> torch.Tensor:
+    """gx[b, c] = pt[c]^T @ g[b, c] (into ``g`` itself when ``gx`` is None); returns
+    dpt[c] = sum_b g[b, c] @ x[b, c]^T.
 
     x, g, gx: (B, C, D, N) contiguous; pt: (C, D, D). Works over blocks of channels so that each block
     of g is read from memory once for both products.
@@ -76,7 +80,7 @@ def _backward_in_blocks(x: torch.Tensor, pt: torch.Tensor, g: torch.Tensor, gx: 
             c1 = min(c_, c0 + step)
             gb = g[b, c0:c1]
             dpt[c0:c1].baddbmm_(gb, x[b, c0:c1].transpose(1, 2))
-            if gx.data_ptr() == g.data_ptr():
+            if gx is None:
                 gb.copy_(torch.bmm(ptt[c0:c1], gb))
             else:
                 torch.bmm(ptt[c0:c1], gb, out=gx[b, c0:c1])
@@ -133,7 +137,7 @@ class _FusedConv(torch.autograd.Function):
         gx = dp = None
         if need_x or need_p:
             gxf = gxf.contiguous()
-            dpt = _backward_in_blocks(x.flatten(3), p_layout(p).to(x.dtype), gxf.flatten(3), gxf.flatten(3))
+            dpt = _backward_in_blocks(x.flatten(3), p_layout(p).to(x.dtype), gxf.flatten(3), None)
             gx = gxf if need_x else None
             dp = dpt.permute(2, 1, 0).to(p.dtype) if need_p else None
         return gx, dp, gw, gb, None, None, None, None
