@@ -59,7 +59,8 @@ def use_plain_ops(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
         return True
     if torch.compiler.is_compiling():
         return True
-    if torch.is_autocast_enabled(x.device.type):
+    dev = x.device.type  # the meta device (cost counting) has no autocast state
+    if torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev):
         return True
     return not _needs_autograd(x, *params)
 
