@@ -125,14 +125,17 @@ def _fb(fn, x, g, params=()):
 
 
 def _medians(cands: dict, min_reps: int, budget_s: float) -> dict[str, float]:
-    """Interleave the candidates (A, B, C, A, B, C, ...) after one warm-up round; the number of
-    repetitions fills ``budget_s`` of measured time (at least ``min_reps``). Median fwd+bwd seconds."""
+    """Interleave the candidates after one warm-up round, rotating their order every repetition
+    (A, B, C, B, C, A, ...: what ran just before changes the allocator's and the caches' state); the
+    number of repetitions fills ``budget_s`` of measured time (at least ``min_reps``). Median
+    fwd+bwd seconds."""
     first = {k: sum(f()) for k, f in cands.items()}
     reps = max(min_reps, min(40, math.ceil(budget_s / max(1e-6, sum(first.values())))))
+    names = list(cands)
     times = {k: [] for k in cands}
-    for _ in range(reps):
-        for k, f in cands.items():
-            times[k].append(sum(f()))
+    for r in range(reps):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            times[k].append(sum(cands[k]()))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
