@@ -359,15 +359,17 @@ def test_a3d_layer_gradcheck_float64(geom):
     torch.testing.assert_close(op(x), _a3d_reference(op, x))
 
 
+@pytest.mark.parametrize("inplace", [True, False])
 @pytest.mark.parametrize("block_bytes", [1, 200, 1 << 30])
 @pytest.mark.parametrize("needs", ["all", "no_x", "no_p"])
-def test_a3d_blocked_backward_matches_einsum(monkeypatch, block_bytes, needs):
-    """Blocks of 1 channel, of uneven size (tail block) and one block give the einsum's gradients,
-    also when x or P needs none. Fails if a block boundary skips or repeats a channel, or if dX/dP
-    are dropped when only one of them is needed."""
+def test_a3d_blocked_backward_matches_einsum(monkeypatch, inplace, block_bytes, needs):
+    """Blocks of 1 channel, of uneven size (tail block) and one block, dX written over dXf or into a
+    tensor of its own, give the einsum's gradients, also when x or P needs none. Fails if a block
+    boundary skips or repeats a channel, or if dX/dP are dropped when only one of them is needed."""
     from a3d.ops import fusion
 
     monkeypatch.setattr(fusion, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(fusion, "INPLACE_BYTES", 0 if inplace else 1 << 40)
     torch.manual_seed(5)
     op = from_conv2d("a3d", _conv(ci=7, co=5), 3)
     op.P.requires_grad_(needs != "no_p")

@@ -7,9 +7,10 @@ Three entry points, one forward formula (``fuse``), so every path gives the same
   TorchScript and ONNX export all see ordinary ops. ``pt`` is P laid out (C, D_out, D_in).
 - ``a3d_fuse(x, p)``: the fusion alone with a hand-written backward (``_Fuse``).
 - ``fused_conv3d(x, p, weight, ...)``: the fusion followed by ``F.conv3d`` as ONE autograd node
-  (``_FusedConv``). Its backward gets dXf from ``aten.convolution_backward`` and overwrites that
-  buffer with dX block by block (dX = P @ dXf per channel), accumulating dP from the same cache-resident
-  block: one full-size gradient allocation instead of two, one pass over dXf instead of two.
+  (``_FusedConv``). Its backward gets dXf from ``aten.convolution_backward``, then per block of
+  channels accumulates dP and computes dX = P @ dXf from the same cache-resident block (one pass
+  over dXf instead of two); on large tensors dX overwrites dXf's block (one full-size gradient
+  allocation instead of two).
 
 Why not fold P into the convolution: the folded kernel differs for every output slice, a conv with
 Ci*D inputs and Co*D outputs, D times the MACs of the conv. Why not channels-last: the mixing is
@@ -26,6 +27,10 @@ from torch.autograd.function import once_differentiable
 # Bytes of dXf processed per step of the blocked backward: a block and its dX stay in L3 between
 # the dP reduction and the dX product (32 MiB L3 on the reference machine); fewer steps, less Python.
 BLOCK_BYTES = 1 << 22
+# From this size on, dX overwrites dXf block by block instead of getting a tensor of its own: glibc
+# serves allocations above its mmap threshold (at most 32 MiB) with fresh pages, faulted in at 2-3x
+# the cost of a copy; below, a new tensor comes from the heap and skips the in-place copy back.
+INPLACE_BYTES = 1 << 25
 
 
 def p_layout(p: torch.Tensor) -> torch.Tensor:
@@ -138,8 +143,12 @@ class _FusedConv(torch.autograd.Function):
         gx = dp = None
         if need_x or need_p:
             gxf = gxf.contiguous()
-            dpt = _backward_in_blocks(x.flatten(3), p_layout(p).to(x.dtype), gxf.flatten(3), None)
-            gx = gxf if need_x else None
+            inplace = gxf.numel() * gxf.element_size() >= INPLACE_BYTES
+            gx = gxf if inplace else torch.empty_like(gxf)
+            dpt = _backward_in_blocks(
+                x.flatten(3), p_layout(p).to(x.dtype), gxf.flatten(3), None if inplace else gx.flatten(3)
+            )
+            gx = gx if need_x else None
             dp = dpt.permute(2, 1, 0).to(p.dtype) if need_p else None
         return gx, dp, gw, gb, None, None, None, None
 
