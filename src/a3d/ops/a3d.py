@@ -1,9 +1,9 @@
 """A3D (Yang et al. 2021): asymmetric 3D context fusion, then the 'none' conv.
 
 Fusion: Xf[b, c, k] = sum_d P[d, k, c] * X[b, c, d] with a learnable P of shape (D, D, Ci). The
-kernels live in ``a3d.ops.fusion``: with gradients the fusion and the convolution run as one
-autograd node (``fused_conv3d``); without (inference, tracing, TorchScript/ONNX export, autocast)
-as plain tensor ops, with the same forward bits.
+fusion's kernels live in ``a3d.ops.fusion``: with gradients a custom autograd node, without
+(inference) and when tracing, exporting (TorchScript, ONNX), compiling or under autocast plain
+tensor ops, with the same forward bits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 from a3d.errors import ConversionError
 from a3d.ops.base import Operator, copy_bias, plane_weight
-from a3d.ops.fusion import a3d_fuse, a3d_fuse_reference, fused_conv3d
+from a3d.ops.fusion import a3d_fuse, a3d_fuse_reference
 
 __all__ = ["A3D", "a3d_fuse", "a3d_fuse_reference"]
 
@@ -40,8 +40,4 @@ class A3D(Operator):
                 f"{self._where()}: A3D was built for D={self.depth} slices (P is {tuple(self.P.shape)}), "
                 f"got an input with D={x.shape[2]}; rebuild the model with depth={x.shape[2]}"
             )
-        # the fusion commutes with in-plane padding, so a non-zero padding mode is applied first
-        x, (ph, pw) = self._spatial_prepad(x)
-        return fused_conv3d(
-            x, self.P, self.weight, self.bias, (1, *self.stride), (0, ph, pw), (1, *self.dilation), self.groups
-        )
+        return self._plane_conv(a3d_fuse(x, self.P), self.weight, self.bias)
