@@ -124,11 +124,11 @@ def _fb(fn, x, g, params=()):
     return run
 
 
-def _medians(cands: dict, min_reps: int, budget_s: float) -> dict[str, float]:
+def _times(cands: dict, min_reps: int, budget_s: float) -> dict[str, list[float]]:
     """Interleave the candidates after one warm-up round, rotating their order every repetition
     (A, B, C, B, C, A, ...: what ran just before changes the allocator's and the caches' state); the
-    number of repetitions fills ``budget_s`` of measured time (at least ``min_reps``). Median
-    fwd+bwd seconds."""
+    number of repetitions fills ``budget_s`` of measured time (at least ``min_reps``). fwd+bwd
+    seconds of every repetition."""
     first = {k: sum(f()) for k, f in cands.items()}
     reps = max(min_reps, min(40, math.ceil(budget_s / max(1e-6, sum(first.values())))))
     names = list(cands)
@@ -136,7 +136,11 @@ def _medians(cands: dict, min_reps: int, budget_s: float) -> dict[str, float]:
     for r in range(reps):
         for k in names[r % len(names):] + names[: r % len(names)]:
             times[k].append(sum(cands[k]()))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _medians(cands: dict, min_reps: int, budget_s: float) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in _times(cands, min_reps, budget_s).items()}
 
 
 def dense_layer_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
@@ -209,11 +213,14 @@ def bench_backbone(slices, size, names, min_reps):
             set_thickness(models["alignshift"], torch.tensor([5.0]))
         x = torch.randn(1, 1, d, size, size)
         g = torch.randn(1, 512, size // 4, size // 4)
-        t = _medians({n: _backbone_cand(m, x, g) for n, m in models.items()}, min_reps, 0.0)
+        times = _times({n: _backbone_cand(m, x, g) for n, m in models.items()}, min_reps, 0.0)
         del models
-        rows.append((d, t))
-        print(f"backbone D={d} {size}x{size}: none {t['none']:.2f} s; "
-              + " ".join(f"{n} {t[n] / t['none']:.2f}" for n in names if n != "none"), flush=True)
+        # ratio of each repetition (candidates run back to back), then median and range: the spread
+        # shows the noise of a shared machine
+        ratios = {n: sorted(a / b for a, b in zip(times[n], times["none"])) for n in names}
+        rows.append((d, statistics.median(times["none"]), ratios))
+        print(f"backbone D={d} {size}x{size}: none {statistics.median(times['none']):.2f} s; "
+              + " ".join(f"{n} {statistics.median(r):.2f}" for n, r in ratios.items() if n != "none"), flush=True)
     return rows
 
 
@@ -269,12 +276,17 @@ def _summary(rows) -> list[str]:
     return out + [""]
 
 
+def _ratio(r: list[float]) -> str:
+    return f"{statistics.median(r):.2f} ({r[0]:.2f}-{r[-1]:.2f})"
+
+
 def report(layer_rows, bb_rows, args, elapsed) -> str:
     out = ["# A3D fusion benchmark (benchmarks/bench_ops.py)", ""] + _header(args, elapsed)
     out += [f"## Whole backbone, 1 x 1 x D x {args.size} x {args.size} (forward + backward)", "",
+            "median ratio of the repetitions (min-max)", "",
             "| D | none (s) | A3D OLD / none | A3D NEW / none |", "|---|---|---|---|"]
-    for d, t in bb_rows:
-        out.append(f"| {d} | {t['none']:.2f} | {t['a3d-old'] / t['none']:.2f} | {t['a3d'] / t['none']:.2f} |")
+    for d, t_none, r in bb_rows:
+        out.append(f"| {d} | {t_none:.2f} | {_ratio(r['a3d-old'])} | {_ratio(r['a3d'])} |")
     out += [""] + _summary(layer_rows)
     out += ["## Every dense-layer shape", "",
             "fusion: the fusion alone / `x.clone()`; in layer: (A3D layer - none layer) / `x.clone()`, the "
@@ -299,8 +311,8 @@ def report_operators(op_rows, bb_rows, args, elapsed) -> str:
                    + " | ".join(f"{t[n] / t['none']:.2f}" for n in OPERATORS[1:]) + " |")
     out += ["", f"## Whole backbone, 1 x 1 x D x {args.size} x {args.size} (forward + backward, ratio to none)", "",
             "| D | none (s) | " + " | ".join(OPERATORS[1:]) + " |", "|---|---|" + "---|" * (len(OPERATORS) - 1)]
-    for d, t in bb_rows:
-        out.append(f"| {d} | {t['none']:.2f} | " + " | ".join(f"{t[n] / t['none']:.2f}" for n in OPERATORS[1:]) + " |")
+    for d, t_none, r in bb_rows:
+        out.append(f"| {d} | {t_none:.2f} | " + " | ".join(_ratio(r[n]) for n in OPERATORS[1:]) + " |")
     return "\n".join(out + [""])
 
 
@@ -324,11 +336,11 @@ def main(argv=None) -> int:
     t0 = time.time()
     if args.operators:
         op_rows = bench_operators(reps)
-        bb_rows = bench_backbone((3, 7), args.size, list(OPERATORS), max(2, reps - 2))
+        bb_rows = bench_backbone((3, 7), args.size, list(OPERATORS), reps)
         text = report_operators(op_rows, bb_rows, args, time.time() - t0)
         out = args.out or "benchmarks/results/ops_operators.md"
     else:
-        bb_rows = bench_backbone((3, 7), args.size, ["none", "a3d", "a3d-old"], max(2, reps - 2))
+        bb_rows = bench_backbone((3, 7), args.size, ["none", "a3d", "a3d-old"], reps + 2)
         layer_rows = bench_layers(dense_layer_shapes(args.quick), (3, 7), (1, 2), reps, budget)
         text = report(layer_rows, bb_rows, args, time.time() - t0)
         out = args.out or "benchmarks/results/ops.md"
