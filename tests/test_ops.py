@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from a3d.errors import A3DError, ConversionError
-from a3d.ops import OPERATORS, from_conv2d, set_thickness
+from a3d.ops import OPERATORS, a3d_fuse, a3d_fuse_reference, from_conv2d, set_thickness
 
 torch.manual_seed(0)
 
@@ -318,3 +318,165 @@ def test_a3d_fuse_gradcheck_and_layouts():
     xt = torch.randn(2, 3, 4, 5, 6).transpose(1, 2)  # non-contiguous input
     p = torch.randn(3, 3, 4)
     torch.testing.assert_close(a3d_fuse(xt, p), a3d_fuse_reference(xt, p), rtol=1e-5, atol=1e-5)
+
+
+# --- A3D's fused kernels (a3d.ops.fusion) ------------------------------------------------------------
+
+A3D_GEOMETRIES = [
+    dict(k=1, padding=0),
+    dict(),  # 3x3 same, with bias
+    dict(k=3, stride=2, padding=1, bias=False),
+    dict(k=3, padding=2, dilation=2),
+    dict(k=3, groups=2),
+    dict(padding_mode="reflect"),
+]
+
+
+def _a3d_reference(op, x):
+    """The paper's einsum, then the 2D conv applied per slice by F.conv2d (independent of ops.base)."""
+    xf = torch.einsum("bcdhw,dkc->bckhw", x, op.P)
+    w2d, pad = op.weight[:, :, 0], op.padding
+    if op.padding_mode != "zeros":
+        xf, pad = F.pad(xf, (pad[1], pad[1], pad[0], pad[0], 0, 0), mode=op.padding_mode), (0, 0)
+    return torch.stack(
+        [F.conv2d(xf[:, :, i], w2d, op.bias, op.stride, pad, op.dilation, op.groups) for i in range(xf.shape[2])], 2
+    )
+
+
+@pytest.mark.parametrize("geom", A3D_GEOMETRIES)
+def test_a3d_layer_gradcheck_float64(geom):
+    """Fails if the fusion's backward (dX, dP, blocked) or its composition with the conv is wrong for
+    any conv geometry."""
+    op = from_conv2d("a3d", _conv(**{"ci": 4, "co": 4, **geom}), 3).double()
+    with torch.no_grad():
+        op.P.copy_(torch.randn_like(op.P))
+    x = torch.randn(2, 4, 3, 5, 6, dtype=torch.double, requires_grad=True)
+    params = [op.P, op.weight] + ([op.bias] if op.bias is not None else [])
+
+    def f(x, *ps):
+        return torch.func.functional_call(op, dict(zip(["P", "weight", "bias"], ps)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *params), fast_mode=True)
+    torch.testing.assert_close(op(x), _a3d_reference(op, x))
+
+
+@pytest.mark.parametrize("block_bytes", [1, 200, 1 << 30])
+@pytest.mark.parametrize("needs", ["all", "no_x", "no_p"])
+def test_a3d_blocked_backward_matches_einsum(monkeypatch, block_bytes, needs):
+    """Blocks of 1 channel, of uneven size (tail block) and one block give the einsum's gradients,
+    also when x or P needs none. Fails if a block boundary skips or repeats a channel, or if dX/dP
+    are dropped when only one of them is needed."""
+    from a3d.ops import fusion
+
+    monkeypatch.setattr(fusion, "BLOCK_BYTES", block_bytes)
+    torch.manual_seed(5)
+    op = from_conv2d("a3d", _conv(ci=7, co=5), 3)
+    op.P.requires_grad_(needs != "no_p")
+    x = torch.randn(2, 7, 3, 4, 5, requires_grad=needs != "no_x")
+    g = torch.randn(2, 5, 3, 4, 5)
+    wrt = [t for t in (x, op.P, op.weight, op.bias) if t.requires_grad]
+    got = torch.autograd.grad(op(x), wrt, g)
+    ref = torch.autograd.grad(_a3d_reference(op, x), wrt, g)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a3d_fuse_standalone_grads_match_einsum(monkeypatch):
+    """Fails if a3d_fuse's own backward (dX into a new tensor) differs from the einsum's."""
+    from a3d.ops import fusion
+
+    monkeypatch.setattr(fusion, "BLOCK_BYTES", 100)
+    x = torch.randn(2, 5, 4, 3, 3, requires_grad=True)
+    p = torch.randn(4, 4, 5, requires_grad=True)
+    g = torch.randn(2, 5, 4, 3, 3)
+    got = torch.autograd.grad(a3d_fuse(x, p), [x, p], g)
+    ref = torch.autograd.grad(a3d_fuse_reference(x, p), [x, p], g)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("geom", [dict(), dict(k=1, padding=0), dict(stride=2, padding_mode="replicate")])
+def test_a3d_paths_agree_bitwise_and_identity_is_none(geom):
+    """The custom autograd node (grad on) and the plain ops (no_grad, as in inference and export) give
+    the same bits; with P = identity both equal none exactly. Fails if the two paths compute the
+    fusion differently."""
+    conv = _conv(**geom)
+    op, none = from_conv2d("a3d", conv, 5), from_conv2d("none", conv, 5)
+    x = torch.randn(2, 8, 5, 9, 9)
+    y_grad = op(x)
+    nodes, seen = [y_grad.grad_fn], []
+    while nodes:  # the autograd graph back from the output
+        n = nodes.pop()
+        seen.append(type(n).__name__)
+        nodes += [f for f, _ in n.next_functions if f is not None]
+    assert "_FuseBackward" in seen
+    with torch.no_grad():
+        assert torch.equal(op(x), y_grad)
+        op.P.copy_(torch.eye(5).unsqueeze(2).expand(5, 5, 8))
+        ref = none(x)
+        assert torch.equal(op(x), ref)
+    assert torch.equal(op(x), ref)
+
+
+def test_a3d_checkpoint_and_autocast():
+    """Recomputation under checkpoint gives the plain gradients; bfloat16 autocast runs the plain ops
+    (autocast casts them) and stays close to fp32. Fails if the custom node breaks either."""
+    torch.manual_seed(6)
+    net = nn.Sequential(from_conv2d("a3d", _conv(co=8), 3), nn.ReLU(), from_conv2d("a3d", _conv(k=1, padding=0), 3))
+    x = torch.randn(2, 8, 3, 6, 6, requires_grad=True)
+    net(x).square().sum().backward()
+    ref = [p.grad.clone() for p in net.parameters()] + [x.grad.clone()]
+    net.zero_grad()
+    x.grad = None
+    checkpoint(net, x, use_reentrant=False).square().sum().backward()
+    for a, b in zip(ref, [p.grad for p in net.parameters()] + [x.grad]):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    torch.testing.assert_close(y.float(), net(x), rtol=0.05, atol=0.05)
+
+
+def _ort_run(model, x):
+    import io
+    import inspect
+
+    ort = pytest.importorskip("onnxruntime")
+    buf = io.BytesIO()
+    kw = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    torch.onnx.export(model, (x,), buf, input_names=["x"], output_names=["y"], opset_version=17, **kw)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
+
+
+@pytest.mark.parametrize("what", ["layer", "resnet18"])
+def test_a3d_traces_and_exports_to_onnx(what):
+    """torch.jit.trace (saved and reloaded) and ONNX in onnxruntime reproduce PyTorch's output, with
+    the parameters requiring grad. Fails if the A3D forward goes through the custom autograd Function
+    while tracing or exporting (a PythonOp: not serialisable, not exportable)."""
+    import io
+
+    import torchvision
+
+    import a3d
+
+    torch.manual_seed(7)
+    if what == "layer":
+        model, x = from_conv2d("a3d", _conv(), 3), torch.randn(2, 8, 3, 10, 12)
+        with torch.no_grad():
+            model.P.copy_(torch.randn_like(model.P))
+    else:
+        model, x = a3d.convert(torchvision.models.resnet18(num_classes=10), "a3d", 3), torch.randn(1, 3, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    traced = torch.jit.trace(model, (x,))
+    assert "PythonOp" not in str(traced.graph)
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    buf.seek(0)
+    loaded = torch.jit.load(buf)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_ort_run(model, x), ref, rtol=1e-4, atol=1e-4)
