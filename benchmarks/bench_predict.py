@@ -174,8 +174,8 @@ def time_levers(variants: dict, n_slices: int, repeats: int) -> dict[str, dict]:
     return {k: {"wall": float(np.median(wall[k])), "cpu": float(np.median(cpu[k])), "what": variants[k][1]} for k in variants}
 
 
-def time_batching(model, cfg, scan, device: str, batch: int, repeats: int) -> dict[int, float]:
-    """Median wall seconds per key slice of the default precision at batch 1 and ``batch``."""
+def time_batching(model, cfg, scan, device: str, batch: int, repeats: int) -> dict[int, tuple[float, float]]:
+    """Median (wall, CPU) seconds per key slice of the default precision at batch 1 and ``batch``."""
     from a3d import predict as P
 
     keys = _middle_keys(scan, batch)
@@ -186,10 +186,10 @@ def time_batching(model, cfg, scan, device: str, batch: int, repeats: int) -> di
     res = {k: [] for k in runs}
     for _ in range(repeats):
         for k, run in runs.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             run()
-            res[k].append((time.perf_counter() - t0) / batch)
-    return {k: float(np.median(v)) for k, v in res.items()}
+            res[k].append(((time.perf_counter() - t0) / batch, (time.process_time() - c0) / batch))
+    return {k: (float(np.median([w for w, _ in v])), float(np.median([c for _, c in v]))) for k, v in res.items()}
 
 
 def _middle_keys(scan, n: int) -> list[int]:
@@ -301,9 +301,9 @@ def report(args, levers: dict, batching: dict, pipe: dict, par: list[dict], par_
         lines.append(f"| {k} | {r['wall']:.2f} | {r['cpu']:.2f} | {ref['wall'] / r['wall']:.2f}x | "
                      f"{ref['cpu'] / r['cpu']:.2f}x | {r['what']} |")
     if batching:
-        (b1, t1), (bn, tn) = sorted(batching.items())
-        lines += ["", f"Batching (default precision): {t1:.2f} s per key slice at batch {b1}, {tn:.2f} at batch {bn} "
-                      f"({t1 / tn:.2f}x)."]
+        (b1, (w1, c1)), (bn, (wn, cn)) = sorted(batching.items())
+        lines += ["", f"Batching (default precision), per key slice: batch {b1} {w1:.2f} s wall / {c1:.2f} s CPU, "
+                      f"batch {bn} {wn:.2f} / {cn:.2f} (speed-up {w1 / wn:.2f}x wall, {c1 / cn:.2f}x CPU)."]
     t = pipe["timing"]
     per = t["model"] / max(1, pipe["slices"])
     lines += ["", f"Pipeline (`a3d predict`, precision {pipe['precision']}, {pipe['slices']} of {pipe['n']} key slices): "

@@ -100,7 +100,8 @@ def test_the_model_runs_in_the_precision_asked(tiny_model):
     """fp32 runs float32 throughout; bf16 runs the backbone in bfloat16, including the dense blocks'
     inputs (CPU autocast's float32 pools would otherwise make them float32), while the RPN's proposal
     coordinates stay float32. Fails if the precision is ignored, if autocast uses float16, if the
-    pool hooks are dropped (dense block input float32), or if the RPN decodes under autocast."""
+    pool hooks are dropped (dense block input float32), or if the RPN head's deltas stay bfloat16
+    (proposals decoded in bfloat16: Float32OutRPNHead)."""
     model, _ = tiny_model
     assert _dtypes_seen(model, "fp32") == {"backbone": torch.float32, "denseblock1_in": torch.float32,
                                            "proposals": torch.float32}
