@@ -190,7 +190,7 @@ def test_cli_nifti_outputs(tmp_path, standin, capsys):
     assert {"predictions.json", "detections.csv", "candidates.csv", "report.html", "labels.nii.gz", "overlays"} <= set(names)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temp folders left
     doc = json.loads((out / "predictions.json").read_text())
-    assert doc["format"] == "a3d-predict" and doc["version"] == 1
+    assert doc["format"] == "a3d-predict" and doc["version"] == 2
     assert doc["settings"]["window"] == {"width": 350.0, "level": 50.0}
     assert doc["geometry"]["original"]["orientation"] == "RAS" and doc["geometry"]["canonical"]["orientation"] == "LPS"
     assert len(doc["candidates"]) == 2 and doc["processed_slices"]["count"] == 24
@@ -330,7 +330,7 @@ def test_cli_list_series(tmp_path, capsys):
 
 
 DOC_KEYS = {"format", "version", "a3d_version", "created", "input", "geometry", "model", "settings", "processed_slices",
-            "seconds", "warnings", "files", "detections", "candidates"}
+            "skipped_air_slices", "seconds", "timing", "warnings", "files", "detections", "candidates"}
 DET_KEYS = {"id", "candidate", "slice", "canonical_slice", "slice_file", "score", "box_px", "box_mm", "width_mm", "height_mm",
             "box_lps", "center_lps", "center_original_index", "box_original_index_min", "box_original_index_max",
             "long_axis_mm", "short_axis_mm", "long_axis_px", "short_axis_px", "mask_area_mm2", "mask_pixels", "mask_outline_px"}
@@ -394,7 +394,7 @@ def test_same_input_and_detections_as_the_dataset_path(synth_root):
             torch.manual_seed(1)
             model = build_detector(cfg.model, pretrained=False).eval()
             ref = predict_dataset(model, torch.utils.data.Subset(ds, [i]), batch_size=1)[0]
-            res = P.predict_scan(scan, model, cfg, P.PredictSettings(score_threshold=0.0, slices=(z, z + 1)))
+            res = P.predict_scan(scan, model, cfg, P.PredictSettings(score_threshold=0.0, slices=(z, z + 1), precision="fp32"))
             got = sorted(((d.score, *d.box) for d in res.detections), reverse=True)
             want = sorted(((float(s), *b) for s, b in zip(ref.scores, ref.boxes)), reverse=True)
             assert len(got) > 0 and len(got) == len(want)

@@ -1,5 +1,5 @@
 """a3d.predict inference: the typed config drives the model input, and the detector's one door
-(``forward(images, thickness=...)``) receives the scan's slice interval; mixed precision is used when asked."""
+(``forward(images, thickness=...)``) receives the scan's slice interval (precision: tests/test_predict_precision.py)."""
 
 from __future__ import annotations
 
@@ -56,21 +56,3 @@ def test_alignshift_detector_gets_the_scans_slice_interval(alignshift_model):
     layers = [m for m in model.backbone.modules() if isinstance(m, AlignShift)]
     assert layers and all(torch.equal(m.thickness, torch.tensor([3.5, 3.5])) for m in layers)
     assert res.processed == [2, 3] and res.detections and {d.slice for d in res.detections} <= {2, 3}
-
-
-def test_amp_runs_the_detector_in_bfloat16_on_cpu(alignshift_model):
-    """--amp: the backbone's output is bfloat16 under autocast on CPU (float32 without), and the
-    detections stay finite and inside the image. Fails if the amp setting is ignored."""
-    model, cfg = alignshift_model
-    seen = []
-    hook = model.backbone.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
-    try:
-        images = np.random.default_rng(0).uniform(-50, 205, size=(1, 3, 64, 64)).astype(np.float32)
-        plain = P.run_model(model, images, 2.5, amp=False)
-        mixed = P.run_model(model, images, 2.5, amp=True)
-    finally:
-        hook.remove()
-    assert seen == [torch.float32, torch.bfloat16]
-    for out in (plain, mixed):
-        b = out[0]["boxes"]
-        assert np.isfinite(b).all() and (b >= 0).all() and (b <= 64).all() and len(b) == len(out[0]["scores"])

@@ -46,7 +46,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--window", default="400,40", metavar="W,L", help="overlay CT window width,level in HU (default 400,40: soft tissue)")
     p.add_argument("--batch-size", type=int, default=4, help="key slices per forward pass (default 4)")
     p.add_argument("--device", default="auto", type=device, help=DEVICE_HELP)
-    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="compute precision of the model: auto (default) = bf16 on CUDA GPUs with bfloat16 and on CPUs "
+                        "with native bfloat16 (AVX-512 BF16 / AMX), else fp32; fp16 only on GPUs; see docs/predict.md")
+    p.add_argument("--amp", action="store_true", help=argparse.SUPPRESS)  # removed: a one-line error points to --precision
+    p.add_argument("--keep-air-slices", action="store_true",
+                   help="also run key slices that hold only air (skipped by default, listed in predictions.json)")
     p.add_argument("--nifti-labels", action="store_true", help="also write labels.nii.gz (candidate ids, input geometry)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlays/ PNGs")
     p.add_argument("--no-html", action="store_true", help="do not write report.html")
@@ -94,6 +99,9 @@ def run(args) -> int:
         for s in P.list_series(args.input):
             print(f"{s.uid}\t{s.n_files} files\t{s.modality}\t{s.description}")
         return 0
+    if args.amp:
+        raise A3DError("--amp was replaced by --precision {auto,fp32,bf16,fp16} (default auto: bf16 where the "
+                       "hardware has it, else fp32)")
     if not args.checkpoint or not args.out:
         raise A3DError("--checkpoint CKPT and --out DIR are required (only --list-series works without them)")
     read = P.ReadOptions(series=args.series, spacing=parse_spacing(args.spacing) if args.spacing else None,
@@ -106,7 +114,8 @@ def run(args) -> int:
         raise A3DError(f"--batch-size {args.batch_size}: expected at least 1")
     settings = P.PredictSettings(
         score_threshold=args.score_threshold, link_iou=args.link_iou, batch_size=args.batch_size,
-        device=args.device, amp=args.amp, slices=_parse_slices(args), window=_parse_window(args.window),
+        device=args.device, precision=args.precision, slices=_parse_slices(args), skip_air=not args.keep_air_slices,
+        window=_parse_window(args.window),
     )
     outputs = P.OutputOptions(overlays=not args.no_overlays, html=not args.no_html, nifti_labels=args.nifti_labels,
                               markups=not args.no_markups, dicom=args.dicom)

@@ -6,13 +6,16 @@
    neighbours of series at least that thick), each fitted in-plane into
    the ``cfg.data.size`` input (:class:`a3d.predict.geometry.InplaneFit`), HU mapped to [-50, 205].
 2. :func:`run_model`: (B, D, S, S) inputs -> the detector's outputs as numpy; the scan's slice
-   interval goes in as every sample's ``thickness`` (AlignShift), the detector's one door for it.
-3. :func:`predict_scan`: the batch loop over the key slices; boxes and masks mapped back to the
-   canonical slice, measured, grouped into 3D candidates (:mod:`a3d.predict.candidates`).
+   interval goes in as every sample's ``thickness`` (AlignShift), the detector's one door for it;
+   the forward runs at the chosen precision (:mod:`a3d.predict.precision`).
+3. :func:`predict_scan`: the batch loop over the key slices (air-only ones skipped:
+   :func:`air_only_slices`); boxes and masks mapped back to the canonical slice, measured, grouped
+   into 3D candidates (:mod:`a3d.predict.candidates`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Callable
@@ -27,9 +30,16 @@ from a3d.data.slices import context_plan, hu_to_input
 from a3d.predict.candidates import group_candidates
 from a3d.predict.geometry import InplaneFit, canonical_to_original_slices, key_slices
 from a3d.predict.measurements import NO_MEASURES, diameters
+from a3d.predict.precision import precision_context, resolve_precision
 from a3d.predict.results import Detection, PredictionResult, PredictSettings
 
+log = logging.getLogger(__name__)
+
 AIR_HU = -1024.0
+# A key slice is air only when fewer than this fraction of its voxels is above BODY_HU (no patient,
+# no table): nothing to detect there, so it is not run (recorded in predictions.json, logged).
+BODY_HU = -500.0
+AIR_ONLY_FRACTION = 1e-3
 
 
 class ContextBuilder:
@@ -75,18 +85,19 @@ class ContextBuilder:
             del self._cache[k]
 
 
-def run_model(model: nn.Module, images: np.ndarray, thickness: float, device: str = "cpu", amp: bool = False) -> list[dict]:
+def run_model(model: nn.Module, images: np.ndarray, thickness: float, device: str = "cpu",
+              precision: str = "fp32") -> list[dict]:
     """images (B, D, S, S) normalised -> per image a dict of numpy arrays: ``boxes`` (K, 4),
     ``scores`` (K,), and ``masks`` (K, S, S) when the model has a mask branch.
 
     ``model`` is called as ``model(x, thickness=t)`` with x (B, 1, D, S, S) and t (B,) mm: a3d's
-    detector, or any module with that forward and torchvision-style outputs.
+    detector, or any module with that forward and torchvision-style outputs. ``precision``: fp32
+    (the reference), bf16, fp16 or auto (:func:`a3d.predict.precision.resolve_precision`).
     """
     dev = torch.device(device)
     x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).to(dev)
     th = torch.full((x.shape[0],), float(thickness), dtype=torch.float32, device=dev)
-    dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
-    with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=dtype, enabled=amp):
+    with precision_context(model, resolve_precision(precision, device), dev.type):
         outs = model(x, thickness=th)
     res = []
     for o in outs:
@@ -140,22 +151,55 @@ def _slice_detections(out: dict, z: int, slice_: int, fit: InplaneFit, scan: Sca
     return dets
 
 
+def air_only_slices(scan: Scan, keys: list[int]) -> list[int]:
+    """The key slices of ``keys`` with fewer than AIR_ONLY_FRACTION of their voxels above BODY_HU."""
+    return [k for k in keys if np.count_nonzero(scan.hu[k] > BODY_HU) < AIR_ONLY_FRACTION * scan.hu[k].size]
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 7, 9, 10] -> "0-2, 7, 9-10"."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _run_keys(scan: Scan, settings: PredictSettings) -> tuple[list[int], list[int]]:
+    """(key slices to run, key slices skipped as air only), canonical indices."""
+    keys = key_slices(scan, settings.slices)
+    skipped = air_only_slices(scan, keys) if settings.skip_air else []
+    if skipped:
+        orig = canonical_to_original_slices(scan)
+        log.warning("%s: %d key slice(s) hold only air (< %g%% of voxels above %g HU), not run: slices %s",
+                    scan.source, len(skipped), 100 * AIR_ONLY_FRACTION, BODY_HU, _ranges(sorted(int(orig[k]) for k in skipped)))
+    gone = set(skipped)
+    return [k for k in keys if k not in gone], skipped
+
+
 def predict_scan(scan: Scan, model: nn.Module, cfg: Config, settings: PredictSettings,
                  progress: Callable[[int, int], None] | None = None, checkpoint: str | None = None) -> PredictionResult:
     """Run ``model`` (built for ``cfg``) over the key slices of ``scan``: detections above the score
     threshold, measured, grouped into 3D candidates. ``progress(done, total)`` after each batch;
-    ``checkpoint``: where the weights came from, recorded in the result."""
+    ``checkpoint``: where the weights came from, recorded in the result. The result's ``timing``
+    holds the seconds in the model and in the rest of this function."""
     t0 = time.perf_counter()
-    keys = key_slices(scan, settings.slices)
+    precision = resolve_precision(settings.precision, settings.device)
+    keys, skipped = _run_keys(scan, settings)
     orig = canonical_to_original_slices(scan)
     builder = ContextBuilder(scan, cfg)
     dets: list[Detection] = []
     bs = max(1, int(settings.batch_size))
+    t_model = 0.0
     for start in range(0, len(keys), bs):
         batch = keys[start : start + bs]
         builder.forget_before(min(batch))
         images = np.stack([builder.build(k) for k in batch])
-        outs = run_model(model, images, scan.spacing[2], settings.device, settings.amp)
+        t1 = time.perf_counter()
+        outs = run_model(model, images, scan.spacing[2], settings.device, precision)
+        t_model += time.perf_counter() - t1
         for k, o in zip(batch, outs):
             dets += _slice_detections(o, k, orig[k], builder.fit, scan, settings)
         if progress:
@@ -164,4 +208,6 @@ def predict_scan(scan: Scan, model: nn.Module, cfg: Config, settings: PredictSet
     for i, d in enumerate(dets, 1):
         d.id = i
     cands = group_candidates(dets, set(keys), settings.link_iou, scan)
-    return PredictionResult(scan, cfg, settings, dets, cands, keys, time.perf_counter() - t0, checkpoint)
+    seconds = time.perf_counter() - t0
+    timing = {"model": t_model, "processing": seconds - t_model}
+    return PredictionResult(scan, cfg, settings, dets, cands, keys, seconds, checkpoint, precision, skipped, timing)

@@ -1,4 +1,7 @@
-"""JSON and CSV records of a prediction (the ``a3d-predict`` format, version 1; docs/predict.md).
+"""JSON and CSV records of a prediction (the ``a3d-predict`` format, version 2; docs/predict.md).
+
+Version 2 (from 1): ``settings.amp`` became ``settings.precision`` (asked) and ``model.precision``
+(used); ``skipped_air_slices`` and ``timing`` were added.
 
 :func:`result_dict` is the whole ``predictions.json`` document; the CSV rows are read back from it,
 so the two files always agree.
@@ -9,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
 import os
 
 import numpy as np
@@ -19,7 +23,7 @@ from a3d.predict.measurements import mask_outline
 from a3d.predict.results import Detection, PredictionResult
 
 FORMAT = "a3d-predict"
-VERSION = 1
+VERSION = 2
 
 DETECTION_COLUMNS = [
     "id", "candidate", "slice", "canonical_slice", "score",
@@ -95,7 +99,8 @@ def _candidate_records(res: PredictionResult, overlays: dict[int, str]) -> list[
 def _header(res: PredictionResult) -> dict:
     """Everything before the detections: input, geometry, model, settings, what was processed."""
     scan, cfg, s = res.scan, res.cfg, res.settings
-    first_last = [int(res.slice_of_canonical[z]) for z in (res.processed[0], res.processed[-1])] if res.processed else [None, None]
+    orig = res.slice_of_canonical
+    first_last = [int(orig[z]) for z in (res.processed[0], res.processed[-1])] if res.processed else [None, None]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -106,17 +111,34 @@ def _header(res: PredictionResult) -> dict:
                   "interpolated_slices": [int(k) for k in scan.interpolated]},
         "geometry": scan.geometry(),
         "model": {"checkpoint": res.checkpoint, "slices": cfg.model.slices, "image_size": cfg.data.size,
-                  "operator": cfg.model.operator, "name": cfg.name, "slice_mm": cfg.data.context_spacing_mm},
+                  "operator": cfg.model.operator, "name": cfg.name, "slice_mm": cfg.data.context_spacing_mm,
+                  "precision": res.precision},
         "settings": {
             "score_threshold": s.score_threshold, "mask_threshold": s.mask_threshold, "link_iou": s.link_iou,
-            "batch_size": s.batch_size, "device": s.device, "amp": s.amp,
-            "slices": list(s.slices) if s.slices else None,
+            "batch_size": s.batch_size, "device": s.device, "precision": s.precision,
+            "slices": list(s.slices) if s.slices else None, "skip_air": s.skip_air,
             "window": {"width": s.window[0], "level": s.window[1]},
         },
         "processed_slices": {"count": len(res.processed), "first": first_last[0], "last": first_last[1]},
+        "skipped_air_slices": sorted(int(orig[z]) for z in res.skipped),
         "seconds": round(res.seconds, 3),
+        "timing": timing_record(res.timing),
         "warnings": list(res.scan.warnings),
     }
+
+
+TIMING_KEYS = ("read", "processing", "model", "write", "total")
+
+
+def timing_record(timing: dict) -> dict:
+    """``timing`` of predictions.json: seconds per step (TIMING_KEYS), None where not measured; the
+    total is the sum of the measured steps unless given."""
+    out = {k: (round(float(timing[k]), 3) if timing.get(k) is not None else None) for k in TIMING_KEYS[:-1]}
+    total = timing.get("total")
+    if total is None:
+        total = sum(v for v in out.values() if v is not None)
+    out["total"] = round(float(total), 3)
+    return out
 
 
 def result_dict(res: PredictionResult, files: dict | None = None) -> dict:
@@ -129,6 +151,11 @@ def result_dict(res: PredictionResult, files: dict | None = None) -> dict:
         "detections": [detection_record(d, res.scan) for d in res.detections],
         "candidates": _candidate_records(res, files.get("candidate_overlays", {})),
     }
+
+
+def json_bytes(doc: dict) -> bytes:
+    """``predictions.json``'s bytes."""
+    return (json.dumps(doc, indent=1) + "\n").encode()
 
 
 def _fmt(v):

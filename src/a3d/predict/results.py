@@ -1,6 +1,7 @@
 """The types prediction passes along: settings in, detections and 3D candidates out.
 
-- :class:`PredictSettings`: what the user chose (thresholds, batch, device, key-slice range, window).
+- :class:`PredictSettings`: what the user chose (thresholds, batch, device, precision, key-slice range,
+  air-only slices, window).
 - :class:`Detection`: one box (+ mask, measurements) on one canonical slice.
 - :class:`Candidate`: detections on adjacent slices grouped into one lesion, with its ``info``.
 - :class:`PredictionResult`: everything one scan produced, what the writers take.
@@ -24,8 +25,9 @@ class PredictSettings:
     link_iou: float = 0.3
     batch_size: int = 4
     device: str = "cpu"
-    amp: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (a3d.predict.precision.resolve_precision)
     slices: tuple[int | None, int | None] | None = None  # original slice indices [start, stop); None: all
+    skip_air: bool = True  # key slices with (almost) no voxel above -500 HU are not run (recorded, logged)
     window: tuple[float, float] = (400.0, 40.0)  # width, level (HU) for overlays
 
 
@@ -68,6 +70,11 @@ class PredictionResult:
     processed: list[int]  # canonical slices used as key slices
     seconds: float = 0.0
     checkpoint: str | None = None  # absolute path of the weights, when they came from a file
+    precision: str = "fp32"  # the precision the model ran in (settings.precision resolved)
+    skipped: list[int] = field(default_factory=list)  # canonical key slices skipped as air only
+    # seconds: "read" (scan), "model" (forward passes), "processing" (inputs, post-processing,
+    # grouping), "write" (outputs), "total"; filled as the steps run (None: not measured)
+    timing: dict = field(default_factory=dict)
 
     @property
     def slice_of_canonical(self) -> np.ndarray:

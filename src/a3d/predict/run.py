@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,8 @@ from a3d.predict import loading  # called as loading.load_predictor: tests subst
 from a3d.predict.geometry import key_slices
 from a3d.predict.inference import predict_scan
 from a3d.predict.outputs import OutputOptions, check_out_dir, write_batch_luna16, write_outputs
+from a3d.predict.precision import resolve_precision
+from a3d.predict.records import json_bytes, timing_record
 from a3d.predict.results import PredictSettings
 
 log = logging.getLogger(__name__)
@@ -70,18 +73,30 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
     return list_dicom_series(path)
 
 
-def _read(path: str | os.PathLike, read: ReadOptions) -> Scan:
-    return read_scan(path, series_uid=read.series, spacing=read.spacing, dl_info=read.dl_info,
+def _read(path: str | os.PathLike, read: ReadOptions) -> tuple[Scan, float]:
+    """(the scan, seconds spent reading it)."""
+    t0 = time.perf_counter()
+    scan = read_scan(path, series_uid=read.series, spacing=read.spacing, dl_info=read.dl_info,
                      allow_missing=read.allow_missing, acquisition=read.acquisition)
+    return scan, time.perf_counter() - t0
 
 
-def _predict_into(folder: Path, scan: Scan, model: nn.Module, cfg: Config, checkpoint: str,
+def _predict_into(folder: Path, scan: Scan, read_s: float, model: nn.Module, cfg: Config, checkpoint: str,
                   settings: PredictSettings, outputs: OutputOptions,
                   progress: Callable[[int, int], None] | None = None) -> ScanOutcome:
-    """One scan's prediction, written atomically to ``folder``."""
+    """One scan's prediction, written atomically to ``folder``; ``read_s``: seconds it took to read.
+
+    ``predictions.json`` is written once more at the end with ``timing.write`` (every other output
+    is written by then) and the total."""
     res = predict_scan(scan, model, cfg, settings, progress=progress, checkpoint=os.path.abspath(checkpoint))
+    res.timing["read"] = read_s
     with atomic_dir(folder) as tmp:
+        t0 = time.perf_counter()
         doc = write_outputs(res, tmp, outputs)
+        res.timing["write"] = time.perf_counter() - t0
+        res.timing["total"] = read_s + res.seconds + res.timing["write"]
+        doc["timing"] = timing_record(res.timing)
+        write_bytes_atomic(tmp / "predictions.json", json_bytes(doc))
     return ScanOutcome(scan.source, "", len(doc["detections"]), len(doc["candidates"]), warnings=list(scan.warnings))
 
 
@@ -99,7 +114,7 @@ def _predict_batch(folder: Path, out: Path, checkpoint: str | os.PathLike, setti
     with atomic_dir(out) as tmp:
         for entry, name in zip(entries, names):
             try:
-                outcome = _predict_into(tmp / name, _read(entry, read), model, cfg, checkpoint, settings, outputs)
+                outcome = _predict_into(tmp / name, *_read(entry, read), model, cfg, checkpoint, settings, outputs)
                 outcome.input, outcome.output = str(entry), name
                 log.info("%s: %d candidates", entry, outcome.candidates)
             except A3DError as e:
@@ -129,6 +144,7 @@ def predict_input(input: str | os.PathLike, checkpoint: str | os.PathLike, out: 
         raise A3DError(f"{input}: --dicom writes DICOM SEG/SR referencing the source images; it needs a DICOM "
                        f"series folder (this is {kind} input)")
     loading.check_device(settings.device)
+    resolve_precision(settings.precision, settings.device)  # a bad --precision fails before any work
     out = check_out_dir(out, overwrite)
     if kind == "batch":
         done = _predict_batch(Path(input), out, checkpoint, settings, read, outputs)
@@ -137,7 +153,7 @@ def predict_input(input: str | os.PathLike, checkpoint: str | os.PathLike, out: 
             raise A3DError(f"{input}: {len(failed)} of {len(done)} scans failed (first: {failed[0].error}); "
                            f"see {out / 'batch.json'}")
         return PredictRun(out, True, done)
-    scan = _read(input, read)
+    scan, read_s = _read(input, read)
     key_slices(scan, settings.slices)  # an out-of-range --slices fails before the model is loaded
     model, cfg = loading.load_predictor(checkpoint, settings.device)
-    return PredictRun(out, False, [_predict_into(out, scan, model, cfg, checkpoint, settings, outputs, progress)])
+    return PredictRun(out, False, [_predict_into(out, scan, read_s, model, cfg, checkpoint, settings, outputs, progress)])
