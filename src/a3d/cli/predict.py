@@ -44,7 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.5, help="keep detections with score >= this (default 0.5)")
     p.add_argument("--link-iou", type=float, default=0.3, help="box IoU above which detections on adjacent slices join one 3D candidate (default 0.3)")
     p.add_argument("--window", default="400,40", metavar="W,L", help="overlay CT window width,level in HU (default 400,40: soft tissue)")
-    p.add_argument("--batch-size", type=int, default=4, help="key slices per forward pass (default 4)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="key slices per forward pass (default 4 on a GPU, 1 on the CPU, where larger batches were slower)")
     p.add_argument("--device", default="auto", type=device, help=DEVICE_HELP)
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="compute precision of the model: auto (default) = bf16 on CUDA GPUs with bfloat16 and on CPUs "
@@ -110,6 +111,8 @@ def run(args) -> int:
         raise A3DError(f"{args.dl_info}: --dl-info file not found")
     if not 0 <= args.score_threshold <= 1:
         raise A3DError(f"--score-threshold {args.score_threshold}: expected a value in [0, 1]")
+    if args.batch_size is None:
+        args.batch_size = 4 if args.device.startswith("cuda") else 1
     if args.batch_size < 1:
         raise A3DError(f"--batch-size {args.batch_size}: expected at least 1")
     settings = P.PredictSettings(
