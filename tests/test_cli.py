@@ -88,6 +88,22 @@ def test_every_help_is_plain_text_whole_and_shows_every_default(capsys):
         ["grid"], capsys)
 
 
+def test_descriptions_are_reflowed_by_paragraph():
+    """Prose lines of a docstring are joined and wrapped to the terminal's width; example lines
+    (indented) and list items keep their own lines.
+
+    Fails if each docstring line is wrapped on its own (the help read as ragged 100/20-column lines)
+    or if examples are joined into the prose."""
+    from a3d.cli.help import A3DParser
+
+    doc = ("First line of a long description that goes on\nand ends here.\n\n"
+           "Usage:\n\n    a3d x --a 1\n    a3d x --b 2\n\n- item one\n  continues\n- item two\n")
+    text = A3DParser(prog="x", description=doc).format_help()
+    assert "First line of a long description that goes on and ends here." in text.splitlines()
+    assert "    a3d x --a 1" in text.splitlines() and "    a3d x --b 2" in text.splitlines()
+    assert "- item one continues" in text.splitlines() and "- item two" in text.splitlines()
+
+
 def test_overrides_may_follow_options():
     """``a3d train CFG k=v --out R k2=v2`` keeps both overrides in order; other stray words are still
     refused.

@@ -20,15 +20,39 @@ def plain(text: str | None) -> str | None:
     return re.sub(r"::$", ":", text, flags=re.M).strip()
 
 
+_ITEM = re.compile(r"\s*[-*] ")  # a list item starts a paragraph of its own
+
+
+def _lead(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Prose lines joined into paragraphs (so they are wrapped to the terminal, not to the docstring's
+    width); indented lines (examples) and list items start their own; "" marks a blank line."""
+    out: list[str] = []
+    for line in text.splitlines():
+        prose = line.strip() and not _lead(line) and not _ITEM.match(line)
+        if prose and out and out[-1] and not _lead(out[-1]):
+            out[-1] += " " + line.strip()
+        elif line.strip() and out and out[-1] and _ITEM.match(out[-1]) and not _ITEM.match(line) and _lead(line) == "  ":
+            out[-1] += " " + line.strip()  # a list item's continuation line
+        else:
+            out.append(line.rstrip())
+    return out
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions as written (paragraphs and example lines kept; a line wider than the terminal is
-    wrapped), and ``(default: X)`` after every option help that does not already state its default
+    """Descriptions reflowed to the terminal by paragraph (example lines and list items kept as
+    lines), and ``(default: X)`` after every option help that does not already state its default
     (flags and unset options have none)."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         lines = []
-        for line in text.splitlines():
-            lines += textwrap.wrap(line, width, initial_indent=indent, subsequent_indent=indent) or [""]
+        for para in _paragraphs(text):
+            lines += textwrap.wrap(para.strip(), width, initial_indent=indent + _lead(para),
+                                   subsequent_indent=indent + _lead(para) + ("  " if _ITEM.match(para) else ""))
+            lines += [] if para else [""]
         return "\n".join(lines)
 
     def _get_help_string(self, action: argparse.Action) -> str:
