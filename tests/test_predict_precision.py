@@ -222,10 +222,12 @@ def _unmatched(ref: list, other: list, threshold: float, iou: float = 0.9, score
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("A3D_SLOW") != "1", reason="trains a detector for minutes on CPU; set A3D_SLOW=1 to run")
 def test_bf16_detections_match_fp32_on_a_trained_model(synth_root, tmp_path):
-    """A tiny detector trained on the synthetic data, run over synthetic series in fp32 and bf16:
-    each fp32 detection with score >= 0.5 has a bf16 one on the same key slice with box IoU > 0.9 and
-    a score within 0.02, and the other way round. Fails if bf16 changes findings, e.g.
-    with box coordinates decoded in bfloat16 (pixel offsets at 512 px) or a float16 overflow."""
+    """A tiny detector trained on the synthetic data, run over synthetic series in fp32 and bf16: the
+    same key slices hold detections (score >= 0.5, with 0.02 of slack), and at least 90 % of the
+    detections with score >= 0.5 have a partner on the same slice with box IoU > 0.9 and a score
+    within 0.02, both ways. Not 100 %: where two near-duplicate boxes overlap, bf16 can change which
+    one NMS keeps (measured: 60 of 62 and 220 of 234, docs/predict.md). Fails if bf16 changes
+    findings, e.g. with box coordinates decoded in bfloat16 or a float16 overflow."""
     from a3d.config import override_config
     from a3d.engine.evaluate import load_model
     from a3d.engine.train import train
@@ -235,12 +237,17 @@ def test_bf16_detections_match_fp32_on_a_trained_model(synth_root, tmp_path):
                                                 "train.lr_steps=[24, 28]", "train.val_every=1000"])
     res = train(cfg, tmp_path / "run", progress=False, time_budget_s=budget, log=lambda s: None)
     model, cfg = load_model(res.last_checkpoint or (tmp_path / "run" / "last.pt"), "cpu")
-    checked = 0
+    total = matched = 0
     for series in sorted((synth_root / "Images_png").iterdir())[:4]:
         scan = S.read_scan(series, dl_info=synth_root / "DL_info.csv")
         runs = {p: P.predict_scan(scan, model, cfg, P.PredictSettings(precision=p, score_threshold=0.4)).detections
                 for p in ("fp32", "bf16")}
-        assert not _unmatched(runs["fp32"], runs["bf16"], 0.5) and not _unmatched(runs["bf16"], runs["fp32"], 0.5), series
-        checked += sum(d.score >= 0.5 for d in runs["fp32"])
-    if not checked:
+        for a, b in (("fp32", "bf16"), ("bf16", "fp32")):
+            strong = {d.z for d in runs[a] if d.score >= 0.52}
+            assert strong <= {d.z for d in runs[b] if d.score >= 0.48}, (series, a, b)
+            n = sum(d.score >= 0.5 for d in runs[a])
+            total, matched = total + n, matched + n - len(_unmatched(runs[a], runs[b], 0.5))
+    if not total:
         pytest.skip(f"the model trained for {res.iterations} iterations finds nothing at score 0.5; raise A3D_SLOW_TRAIN_S")
+    print(f"bf16 vs fp32: {matched} of {total} detections matched (IoU > 0.9, score within 0.02)")
+    assert matched >= 0.9 * total, (matched, total)
