@@ -32,6 +32,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCAN = REPO / ".." / "shared" / "data" / "example_ct.nii.gz"
+if not SCAN.is_file():  # on the GPU machine ../shared does not travel: benchmarks/gpu_prepare.sh copies it
+    SCAN = REPO / ".gpu" / "example_ct.nii.gz"
 GOALS = {"a3d_x7_samples_per_s": 150.0, "a3d_over_none": 1.05, "predict_volume_s": 1.0}
 
 

@@ -8,7 +8,8 @@
 # torch with `pip install --no-deps --no-build-isolation --no-index -e .`; failing that, the
 # checkout's src/ goes on PYTHONPATH. Missing pure-Python dependencies are installed only from a
 # local wheel folder named by A3D_WHEELHOUSE (pip --no-index); stages that need a module still
-# missing are skipped and say so. The benchmark stops at 470 s (each stage has its own cap inside:
+# missing are skipped and say so. benchmarks/gpu_prepare.sh (run beforehand where pip has a network)
+# puts those wheels and the CT into .gpu/, the default wheel folder. The benchmark stops at 470 s (each stage has its own cap inside:
 # benchmarks/bench_gpu.py), so the whole command ends within 8 minutes.
 # Environment: PYTHON (default python3), A3D_WHEELHOUSE, A3D_BENCH_DRY=1 (same as --dry).
 set -euo pipefail
@@ -33,6 +34,7 @@ if ! "$PY" -c "import a3d" 2>/dev/null; then
         export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
     fi
 fi
+A3D_WHEELHOUSE=${A3D_WHEELHOUSE:-$REPO/.gpu/wheels}  # benchmarks/gpu_prepare.sh puts them there
 if [ -n "${A3D_WHEELHOUSE:-}" ] && [ -d "$A3D_WHEELHOUSE" ]; then
     for mod_pkg in numpy:numpy cv2:opencv-python-headless SimpleITK:SimpleITK pydicom:pydicom tqdm:tqdm; do
         mod=${mod_pkg%%:*}
