@@ -187,19 +187,6 @@ def bench_layers(shapes, slices, batches, min_reps, budget_s):
     return rows
 
 
-def _backbone_cand(m, x, g):
-    def run():
-        t0 = CLOCK()
-        y = m(x)
-        t1 = CLOCK()
-        y.backward(g)
-        t2 = CLOCK()
-        m.zero_grad(set_to_none=True)
-        return t1 - t0, t2 - t1
-
-    return run
-
-
 def bench_backbone(slices, size, names, min_reps):
     rows = []
     for d in slices:
@@ -213,7 +200,7 @@ def bench_backbone(slices, size, names, min_reps):
             set_thickness(models["alignshift"], torch.tensor([5.0]))
         x = torch.randn(1, 1, d, size, size)
         g = torch.randn(1, 512, size // 4, size // 4)
-        times = _times({n: _backbone_cand(m, x, g) for n, m in models.items()}, min_reps, 0.0)
+        times = _times({n: _fb(m, x, g, tuple(m.parameters())) for n, m in models.items()}, min_reps, 0.0)
         del models
         # ratio of each repetition (candidates run back to back), then median and range: the spread
         # shows the noise of a shared machine

@@ -6,8 +6,8 @@ that ``--out`` is either complete or untouched); every file in it is itself writ
 
 from __future__ import annotations
 
-import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from a3d.io import write_bytes_atomic
 from a3d.predict.labels import write_labels
 from a3d.predict.overlays import png_bytes, render_overlay
 from a3d.predict.records import (CANDIDATE_COLUMNS, DETECTION_COLUMNS, candidate_rows, csv_bytes, detection_rows,
-                                 luna16_csv_bytes, luna16_rows, result_dict)
+                                 json_bytes, luna16_csv_bytes, luna16_rows, result_dict, timing_record)
 from a3d.predict.report import HTML_MAX_IMAGES, html_report
 from a3d.predict.results import PredictionResult
 from a3d.predict.slicer import write_markups
@@ -88,7 +88,10 @@ def _write_viewer_files(res: PredictionResult, folder: Path, options: OutputOpti
 
 
 def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: OutputOptions = OutputOptions()) -> dict:
-    """Write all outputs of one scan into ``folder``; returns the ``predictions.json`` document."""
+    """Write all outputs of one scan into ``folder``; returns the ``predictions.json`` document.
+
+    ``predictions.json`` is written last, its ``timing.write`` the seconds spent on the other files."""
+    t0 = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files: dict = {"json": "predictions.json", "detections_csv": "detections.csv", "candidates_csv": "candidates.csv",
@@ -106,7 +109,9 @@ def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: Out
     write_bytes_atomic(folder / LUNA16_CSV, luna16_csv_bytes(luna16_rows(doc)))
     if options.html:
         write_bytes_atomic(folder / "report.html", html_report(doc, cand_png).encode())
-    write_bytes_atomic(folder / "predictions.json", (json.dumps(doc, indent=1) + "\n").encode())
+    res.timing["write"] = time.perf_counter() - t0
+    doc["timing"] = timing_record(res.timing)
+    write_bytes_atomic(folder / "predictions.json", json_bytes(doc))
     return doc
 
 

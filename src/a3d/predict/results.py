@@ -73,7 +73,7 @@ class PredictionResult:
     precision: str = "fp32"  # the precision the model ran in (settings.precision resolved)
     skipped: list[int] = field(default_factory=list)  # canonical key slices skipped as air only
     # seconds: "read" (scan), "model" (forward passes), "processing" (inputs, post-processing,
-    # grouping), "write" (outputs), "total"; filled as the steps run (None: not measured)
+    # grouping), "write" (outputs); filled as the steps run (None: not measured)
     timing: dict = field(default_factory=dict)
 
     @property

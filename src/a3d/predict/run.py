@@ -6,7 +6,6 @@ output folder, written atomically (:func:`a3d.io.atomic_dir`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ from a3d.predict.geometry import key_slices
 from a3d.predict.inference import predict_scan
 from a3d.predict.outputs import OutputOptions, check_out_dir, write_batch_luna16, write_outputs
 from a3d.predict.precision import resolve_precision
-from a3d.predict.records import json_bytes, timing_record
+from a3d.predict.records import json_bytes
 from a3d.predict.results import PredictSettings
 
 log = logging.getLogger(__name__)
@@ -84,19 +83,11 @@ def _read(path: str | os.PathLike, read: ReadOptions) -> tuple[Scan, float]:
 def _predict_into(folder: Path, scan: Scan, read_s: float, model: nn.Module, cfg: Config, checkpoint: str,
                   settings: PredictSettings, outputs: OutputOptions,
                   progress: Callable[[int, int], None] | None = None) -> ScanOutcome:
-    """One scan's prediction, written atomically to ``folder``; ``read_s``: seconds it took to read.
-
-    ``predictions.json`` is written once more at the end with ``timing.write`` (every other output
-    is written by then) and the total."""
+    """One scan's prediction, written atomically to ``folder``; ``read_s``: seconds it took to read."""
     res = predict_scan(scan, model, cfg, settings, progress=progress, checkpoint=os.path.abspath(checkpoint))
     res.timing["read"] = read_s
     with atomic_dir(folder) as tmp:
-        t0 = time.perf_counter()
         doc = write_outputs(res, tmp, outputs)
-        res.timing["write"] = time.perf_counter() - t0
-        res.timing["total"] = read_s + res.seconds + res.timing["write"]
-        doc["timing"] = timing_record(res.timing)
-        write_bytes_atomic(tmp / "predictions.json", json_bytes(doc))
     return ScanOutcome(scan.source, "", len(doc["detections"]), len(doc["candidates"]), warnings=list(scan.warnings))
 
 
@@ -123,7 +114,7 @@ def _predict_batch(folder: Path, out: Path, checkpoint: str | os.PathLike, setti
             done.append(outcome)
         write_batch_luna16(tmp, [tmp / s.output for s in done if s.error is None])  # all scans, for a3d eval3d
         doc = {"format": "a3d-predict-batch", "version": 1, "scans": [s.record() for s in done]}
-        write_bytes_atomic(tmp / "batch.json", (json.dumps(doc, indent=1) + "\n").encode())
+        write_bytes_atomic(tmp / "batch.json", json_bytes(doc))
     return done
 
 

@@ -11,13 +11,13 @@ short axis of the detection its diameters come from (``measured_on_slice``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from a3d.io import write_bytes_atomic
 from a3d.predict.candidates import measured_detection
+from a3d.predict.records import json_bytes
 from a3d.predict.results import Candidate, PredictionResult
 
 SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
@@ -80,6 +80,6 @@ def write_markups(res: PredictionResult, folder: Path) -> list[str]:
         for part, markup in {"box": roi_markup(res, c), **axis_markups(res, c)}.items():
             name = f"{FOLDER}/C{c.id:03d}_{part}.mrk.json"
             doc = {"@schema": SCHEMA, "markups": [markup]}
-            write_bytes_atomic(folder / name, (json.dumps(doc, indent=1) + "\n").encode())
+            write_bytes_atomic(folder / name, json_bytes(doc))
             names.append(name)
     return names
