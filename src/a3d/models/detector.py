@@ -34,14 +34,14 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import MultiScaleRoIAlign
 
 from a3d.config import ModelConfig
 from a3d.errors import A3DError
 from a3d.models.backbone import densenet121_3d
 from a3d.models.roi_heads import DiceRoIHeads, dice_mask_loss, init_box_head
-from a3d.models.rpn import MaxIoURPN, OffsetAnchorGenerator
+from a3d.models.rpn import Float32OutRPNHead, MaxIoURPN, NarrowRPNHead, OffsetAnchorGenerator
 from a3d.models.weights import detector_checkpoint, load_detector_weights, resolve_pretrained
 from a3d.ops import set_thickness
 
@@ -129,29 +129,6 @@ class A3DDetector(nn.Module):
                 pasted = paste_masks_in_image(det["masks"], det["boxes"], (int(h), int(w)))
                 det["masks"] = (pasted[:, 0] >= self.mask_threshold).to(torch.uint8)
         return detections
-
-
-class Float32OutRPNHead(RPNHead):
-    """torchvision's RPNHead whose objectness and box deltas come out in float32 whatever the autocast
-    dtype: torchvision decodes proposals in the deltas' dtype, and bfloat16 coordinates are off by
-    pixels at a 512-pixel scale. Its convs run in the autocast dtype (in float32, the 3x3 conv on the
-    stride-4 map cost 6 % of a bfloat16 CPU forward). Same parameters and state dict as RPNHead."""
-
-    def forward(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        logits, deltas = super().forward(x)
-        return [t.float() for t in logits], [t.float() for t in deltas]
-
-
-class NarrowRPNHead(Float32OutRPNHead):
-    """Float32OutRPNHead with its 3x3 conv mapping ``in_channels -> channels`` (torchvision keeps
-    ``in_channels``); used by small presets (``model.rpn_channels``), same forward and init."""
-
-    def __init__(self, in_channels: int, num_anchors: int, channels: int):
-        super().__init__(channels, num_anchors)
-        conv = nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)
-        nn.init.normal_(conv.weight, std=0.01)
-        nn.init.constant_(conv.bias, 0)
-        self.conv = nn.Sequential(nn.Sequential(conv, nn.ReLU(inplace=True)))
 
 
 def build_detector(model_cfg: ModelConfig, pretrained: Optional[bool] = None) -> A3DDetector:

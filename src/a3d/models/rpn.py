@@ -18,6 +18,9 @@ coordinates), torchvision at 0; with the offset 1.5 (the paper configs) the anch
 mmdetection's exactly (as pixel-edge boxes). The field defaults to 0 so that checkpoints whose stored
 config predates it predict as before.
 
+Heads (:class:`Float32OutRPNHead`, :class:`NarrowRPNHead`): torchvision's RPNHead with float32
+outputs under autocast, and a narrower 3x3 conv for the small presets.
+
 Labels: 1 positive, 0 negative, -1 ignored; the order of mmdetection's assigner: negatives below
 ``bg_iou_thresh``, positives from ``fg_iou_thresh``, then each ground truth's best anchors (every
 tie, the later ground truth winning), which regress towards that ground truth.
@@ -26,12 +29,12 @@ tie, the later ground truth winning), which regress towards that ground truth.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import boxes as box_ops
 
-__all__ = ["MaxIoURPN", "OffsetAnchorGenerator", "max_iou_labels", "inside_flags"]
+__all__ = ["Float32OutRPNHead", "MaxIoURPN", "NarrowRPNHead", "OffsetAnchorGenerator", "max_iou_labels", "inside_flags"]
 
 
 class OffsetAnchorGenerator(AnchorGenerator):
@@ -103,3 +106,26 @@ class MaxIoURPN(RegionProposalNetwork):
             labels.append(lab)
             matched.append(gt[idx])
         return labels, matched
+
+
+class Float32OutRPNHead(RPNHead):
+    """torchvision's RPNHead whose objectness and box deltas come out in float32 whatever the autocast
+    dtype: torchvision decodes proposals in the deltas' dtype, and bfloat16 coordinates are off by
+    pixels at a 512-pixel scale. Its convs run in the autocast dtype (in float32, the 3x3 conv on the
+    stride-4 map cost 6 % of a bfloat16 CPU forward). Same parameters and state dict as RPNHead."""
+
+    def forward(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        logits, deltas = super().forward(x)
+        return [t.float() for t in logits], [t.float() for t in deltas]
+
+
+class NarrowRPNHead(Float32OutRPNHead):
+    """Float32OutRPNHead with its 3x3 conv mapping ``in_channels -> channels`` (torchvision keeps
+    ``in_channels``); used by small presets (``model.rpn_channels``), same forward and init."""
+
+    def __init__(self, in_channels: int, num_anchors: int, channels: int):
+        super().__init__(channels, num_anchors)
+        conv = nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.constant_(conv.bias, 0)
+        self.conv = nn.Sequential(nn.Sequential(conv, nn.ReLU(inplace=True)))
