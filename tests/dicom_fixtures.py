@@ -14,8 +14,9 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 def write_slices(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.8, 2.0), origin=(-40.0, -30.0, 100.0),
                  positions=None, iop=(1, 0, 0, 0, 1, 0), drift=(0.0, 0.0, 0.0), series_uid=None, modality="CT",
-                 per_slice=None, study_uid=STUDY_UID, prefix="ct") -> list[Path]:
-    """One file per slice k of ``vol_zyx`` (HU, stored as int16 with RescaleIntercept 0), file names
+                 per_slice=None, study_uid=STUDY_UID, prefix="ct", stored="int16") -> list[Path]:
+    """One file per slice k of ``vol_zyx`` (HU, stored as int16 with RescaleIntercept 0, or with
+    ``stored="uint12"`` as most scanners write it: unsigned 12-bit, HU + 1024), file names
     ``{prefix}_{k:03d}.dcm``. Slice k lies at ``origin + positions[k] * normal + k * drift``
     (positions default to k * spacing[2]); ``spacing`` is (x = between columns, y = between rows, z).
     ``per_slice``: {k: {tag: value}} set on slice k (None removes the tag). Returns the paths in k order."""
@@ -51,9 +52,15 @@ def write_slices(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.8, 2.0), ori
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
         ds.Rows, ds.Columns = vol_zyx.shape[1:]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1, 0, "HU"
-        ds.PixelData = np.round(vol_zyx[k]).clip(-32768, 32767).astype("<i2").tobytes()
+        ds.RescaleSlope, ds.RescaleType = 1, "HU"
+        if stored == "uint12":
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+            ds.RescaleIntercept = -1024
+            ds.PixelData = (np.round(vol_zyx[k]) + 1024).clip(0, 4095).astype("<u2").tobytes()
+        else:
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.RescaleIntercept = 0
+            ds.PixelData = np.round(vol_zyx[k]).clip(-32768, 32767).astype("<i2").tobytes()
         for tag, value in (per_slice or {}).get(k, {}).items():
             if value is None:
                 delattr(ds, tag)
@@ -87,3 +94,34 @@ def real_ct_as_dicom(nifti: Path, folder: Path, mirrored: bool = False, **kw) ->
         origin = origin + np.array([(w - 1) * sp[0], (h - 1) * sp[1], 0.0])
         kw["iop"] = (-1, 0, 0, 0, -1, 0)
     return write_slices(folder, vol, spacing=sp, origin=tuple(origin), **kw), img
+
+
+REAL_LESIONS = (((190.0, 200.0, 1.5), (14.0, 10.0, 5.0)), ((330.0, 260.0, 2.5), (9.0, 9.0, 4.0)))  # px, px, slice; mm
+LESION_HU, DETECT_HU = 1800.0, 1500.0  # above any voxel of the real CT (max 1207 HU): only planted lesions
+
+
+def real_looking_series(nifti: Path, folder: Path, slices: int = 4, **kw) -> tuple[list[Path], np.ndarray]:
+    """``slices`` middle slices of a real CT as a scanner writes them: 512 x 512 pixels of 0.75 mm
+    (the 3 mm CT upsampled 4x in-plane, centred, padded with air), CT noise (sigma 8 HU, fixed
+    seed), two planted lesions of LESION_HU, stored unsigned 12-bit with RescaleIntercept -1024.
+    Returns (paths in slice order, the HU volume (z, y, x) the files hold)."""
+    import cv2
+    import SimpleITK as sitk
+
+    img = sitk.DICOMOrient(sitk.ReadImage(str(nifti)), "LPS")
+    vol = sitk.GetArrayFromImage(img).astype(np.float32)
+    z0 = vol.shape[0] // 2 - slices // 2
+    vol = np.stack([cv2.resize(s, None, fx=4, fy=4, interpolation=cv2.INTER_LINEAR) for s in vol[z0:z0 + slices]])
+    out = np.full((slices, 512, 512), -1024.0, dtype=np.float32)
+    h, w = vol.shape[1:]
+    y0, x0 = (512 - h) // 2, (512 - w) // 2
+    out[:, y0:y0 + h, x0:x0 + w] = vol
+    out += np.random.default_rng(7).normal(0, 8, out.shape).astype(np.float32)
+    zz, yy, xx = np.mgrid[:slices, :512, :512]
+    for (cx, cy, cz), (rx, ry, rz) in REAL_LESIONS:
+        inside = ((xx - cx) * 0.75 / rx) ** 2 + ((yy - cy) * 0.75 / ry) ** 2 + ((zz - cz) * 3.0 / rz) ** 2 <= 1
+        out[inside] = LESION_HU
+    out = np.round(out).clip(-1024, 3071)
+    origin = np.asarray(img.GetOrigin(), dtype=float) + np.array([-x0 * 0.75, -y0 * 0.75, z0 * 3.0])
+    paths = write_slices(folder, out, spacing=(0.75, 0.75, 3.0), origin=tuple(origin), stored="uint12", **kw)
+    return paths, out

@@ -98,7 +98,7 @@ def _decode_file(path: str, images: list[DicomImage]) -> tuple[dict, list[Unread
         return {}, [Unreadable(path, f"pixel data cannot be read ({type(e).__name__}: {str(e)[:100]})", uid)]
     for im in images:
         try:
-            stored = decode_frame(ds, im.frame or 0)
+            stored = decode_frame(ds, im.frame or 0, path)
         except FrameError as e:
             bad.append(Unreadable(path, str(e), uid))
             continue

@@ -5,15 +5,17 @@ Public for other parts (the DICOM node offers exactly these): :data:`TRANSFER_SY
 transfer syntax UIDs a3d decodes) and :data:`CT_SOP_CLASSES` (the SOP classes it reads).
 
 Decoders (docs/predict.md, "Transfer syntaxes"; README design notes): JPEG 2000 and HTJ2K by
-pylibjpeg-openjpeg, JPEG-LS by pyjpegls (CharLS), RLE by pylibjpeg-rle, the JPEG processes
-(baseline, extended 12-bit, lossless 14 and SV1) by GDCM (python-gdcm); native data by pydicom.
-Pillow, which pydicom may also use, decodes only 8-bit JPEG and is not chosen. The plugin named
-here is used when installed; otherwise any plugin pydicom has for the syntax, and an error naming
-the package when there is none.
+pylibjpeg-openjpeg, JPEG-LS by pyjpegls (CharLS), RLE by pylibjpeg-rle, JPEG baseline and lossless
+(process 14, SV1) by GDCM (python-gdcm); native data by pydicom. JPEG extended with 12-bit samples,
+which python-gdcm's build and Pillow cannot decode (and pylibjpeg-libjpeg, which can, is GPL), is
+decoded by the GDCM inside SimpleITK, single-frame files only. Pillow, which pydicom may also use,
+decodes only 8-bit JPEG and is not chosen. The plugin named here is used when installed; otherwise
+any plugin pydicom has for the syntax, and an error naming the package when there is none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 
@@ -21,6 +23,8 @@ import numpy as np
 from pydicom import uid as U
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
+
+from a3d.data.scans.geometry import _sitk
 
 PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = 0x7FE00001
@@ -172,10 +176,43 @@ def _plugin(ts: U.UID) -> str:
     raise FrameError(f"no decoder for {ts.name} is installed (pip install {package})")
 
 
-def decode_frame(ds: Dataset, index: int) -> np.ndarray:
-    """Stored values (rows, cols) of frame ``index`` (0-based) of a dataset read with its pixel data;
-    FrameError with the codec's reason when it cannot be decoded."""
+@contextlib.contextmanager
+def _quiet_stderr():
+    """GDCM's libjpeg prints "Unsupported JPEG data precision 12" on stderr (fd 2) while it finds the
+    12-bit codec, several lines per file: hidden here; a real failure raises all the same."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _jpeg12_stored(ds: Dataset, path: str) -> np.ndarray:
+    """Stored values of a single-frame 12-bit JPEG extended file, by SimpleITK's GDCM (which applies
+    the file's RescaleSlope/Intercept: undone here, so that a3d applies it like for every other file)."""
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise FrameError("multi-frame JPEG Extended with 12-bit samples is not decoded (no non-GPL decoder "
+                         "among a3d's): convert it first, e.g. dcmdjpeg IN OUT")
+    sitk = _sitk()
+    try:
+        with _quiet_stderr():
+            v = sitk.GetArrayFromImage(sitk.ReadImage(path)).astype(np.float64)
+    except RuntimeError as e:
+        raise FrameError(f"frame 1 cannot be decoded (JPEG Extended, SimpleITK/GDCM: "
+                         f"{str(e).strip().splitlines()[-1][:160]})") from e
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    return np.round((v.reshape(v.shape[-2:]) - intercept) / slope)
+
+
+def decode_frame(ds: Dataset, index: int, path: str) -> np.ndarray:
+    """Stored values (rows, cols) of frame ``index`` (0-based) of a dataset read with its pixel data
+    from ``path``; FrameError with the codec's reason when it cannot be decoded."""
     ts = transfer_syntax(ds)
+    if ts == U.JPEGExtended12Bit and int(ds.get("BitsStored", 8)) > 8:
+        return _jpeg12_stored(ds, path)
     plugin = _plugin(ts)
     try:
         arr, _ = get_decoder(ts).as_array(ds, index=index, decoding_plugin=plugin)
