@@ -11,6 +11,7 @@ placed on them.
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -24,6 +25,13 @@ from a3d.predict.results import PredictionResult
 # empty): filled with empty values when the source leaves them out.
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def dcm_bytes(ds) -> bytes:
+    """A dataset as a DICOM file (preamble and file meta), in memory: written atomically by the caller."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def check_dicom_source(scan: Scan) -> None:

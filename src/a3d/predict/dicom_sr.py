@@ -90,7 +90,8 @@ def volumetric_group(res: PredictionResult, c: Candidate, tracking: hd.sr.Tracki
     """TID 1411: the candidate's segment in the SEG, its volume (mm3) and score."""
     segment = hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
                                       segment_number=c.id,
-                                      source_series=hd.sr.SourceSeriesForSegmentation(res.scan.series_uid))
+                                      source_series=hd.sr.SourceSeriesForSegmentation(
+                                          source_dataset(res.scan, source_slices(res.scan)[0]).SeriesInstanceUID))
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking, referenced_segment=segment, finding_type=codes.SCT.Lesion,
         algorithm_id=_algorithm(),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from a3d.data.scans.dicom_files import NO_UID_PREFIX, DicomFile, Unreadable, missing_uids, read_dicom_tree
+from a3d.data.scans.dicom_files import NO_UID_PREFIX, UID_KEYS, DicomFile, Unreadable, missing_uids, read_dicom_tree
 from a3d.data.scans.dicom_frames import DicomImage, file_images
 from a3d.data.scans.dicom_pixels import FrameError, decode_frame
 from a3d.data.scans.dicom_series import SliceGrid, assemble_stack, check_files, name_list
@@ -169,7 +169,7 @@ def _read_warnings(folder: Path, series: list[SeriesInfo], chosen: SeriesInfo, e
         others = ", ".join(f"{s.uid} ({s.images} images, {s.folder})" for s in series[1:4]) + (" ..." if len(series) > 4 else "")
         out.append(f"{folder}: {len(series)} series; used the largest, {chosen.uid} ({chosen.images} images); "
                    f"others: {others}; choose one with --series UID")
-    lacking = sorted({k for f in group for k in missing_uids(f)})
+    lacking = [k for k in UID_KEYS if any(k in missing_uids(f) for f in group)]
     if lacking:
         how = ("one series per folder and Frame of Reference" if chosen.uid.startswith(NO_UID_PREFIX)
                else f"series {chosen.uid}")

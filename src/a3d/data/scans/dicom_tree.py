@@ -1,9 +1,10 @@
 """Where the DICOM files of one input lie: a DICOMDIR's listing, or every DICOM file of a folder
 tree, any depth (docs/predict.md, "How a folder is read").
 
-- A folder with a ``DICOMDIR`` at its root (a CD/USB export) is one DICOM input: the DICOMDIR
-  (pydicom's :class:`~pydicom.fileset.FileSet`) lists its files anywhere below. An unreadable
-  DICOMDIR, or one that lists missing files, is named in a warning and the tree is walked instead.
+- A folder with a ``DICOMDIR`` at its root (a CD/USB export) is one DICOM input: the DICOMDIR's
+  directory records (ReferencedFileID, read with pydicom) list its files anywhere below. An
+  unreadable DICOMDIR, or one that lists missing files, is named in a warning and the tree is
+  walked instead.
 - Otherwise every DICOM-looking file (``DICM`` preamble, or ``.dcm``) of the folder and of all its
   sub-folders is taken; hidden entries are skipped; a sub-folder that cannot be read is named in a
   warning.
@@ -18,7 +19,6 @@ import os
 from pathlib import Path
 
 import pydicom
-from pydicom.fileset import FileSet
 
 from a3d.errors import A3DError
 
@@ -96,8 +96,9 @@ def holds_dicom_directly(folder: Path, entries: list[Path]) -> bool:
 def _dicomdir_files(folder: Path, dicomdir: Path, warnings: list[str]) -> list[Path] | None:
     """The files a DICOMDIR lists, or None (with a warning naming it) when it cannot be used."""
     try:
-        fs = FileSet(pydicom.dcmread(dicomdir))
-        listed = [Path(inst.path) for inst in fs]
+        records = pydicom.dcmread(dicomdir).DirectoryRecordSequence
+        ids = [r.ReferencedFileID for r in records if "ReferencedFileID" in r]
+        listed = [folder.joinpath(*([i] if isinstance(i, str) else list(i))) for i in ids]
     except Exception as e:  # pydicom raises many types on a damaged DICOMDIR
         warnings.append(f"{dicomdir}: DICOMDIR cannot be read ({type(e).__name__}: {str(e)[:100]}); "
                         f"walked the folder tree instead")
