@@ -125,3 +125,83 @@ def real_looking_series(nifti: Path, folder: Path, slices: int = 4, **kw) -> tup
     origin = np.asarray(img.GetOrigin(), dtype=float) + np.array([-x0 * 0.75, -y0 * 0.75, z0 * 3.0])
     paths = write_slices(folder, out, spacing=(0.75, 0.75, 3.0), origin=tuple(origin), stored="uint12", **kw)
     return paths, out
+
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def _item(**attrs):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def enhanced_ct(single: list[Path], path: Path, order=None, intercepts=None) -> Path:
+    """An Enhanced CT Image (one multi-frame file) from single-frame files: shared functional groups
+    (pixel measures, orientation, frame type), per-frame plane position, pixel value transformation
+    and frame content. ``order``: frame i holds slice ``order[i]`` (default: slice order);
+    ``intercepts``: per-frame RescaleIntercept (the stored values are shifted to keep the same HU)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    srcs = [pydicom.dcmread(p) for p in single]
+    order = list(range(len(srcs))) if order is None else list(order)
+    first = srcs[0]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ENHANCED_CT, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    for key in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName", "Rows", "Columns",
+                "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit",
+                "PixelRepresentation", "SeriesDescription"):
+        setattr(ds, key, first.get(key))
+    ds.SOPClassUID, ds.SOPInstanceUID = ENHANCED_CT, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), "CT", 4, 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.ContentQualification, ds.BurnedInAnnotation, ds.LossyImageCompression = "PRODUCT", "NO", "00"
+    ds.AcquisitionDateTime, ds.ContentDate, ds.ContentTime = "20260101120000", "20260101", "120000"
+    ds.PresentationLUTShape, ds.NumberOfFrames = "IDENTITY", len(order)
+    ds.Manufacturer, ds.ManufacturerModelName, ds.DeviceSerialNumber, ds.SoftwareVersions = "a3d", "test", "0", "0"
+    dim_uid = generate_uid()
+    ds.DimensionOrganizationSequence = Sequence([_item(DimensionOrganizationUID=dim_uid)])
+    ds.DimensionIndexSequence = Sequence([_item(DimensionOrganizationUID=dim_uid, DimensionIndexPointer=0x00200032,
+                                                FunctionalGroupPointer=0x00209113)])
+    ds.SharedFunctionalGroupsSequence = Sequence([_item(
+        PixelMeasuresSequence=Sequence([_item(PixelSpacing=first.PixelSpacing, SliceThickness=first.SliceThickness)]),
+        PlaneOrientationSequence=Sequence([_item(ImageOrientationPatient=first.ImageOrientationPatient)]),
+        CTImageFrameTypeSequence=Sequence([_item(FrameType=["ORIGINAL", "PRIMARY", "AXIAL", "NONE"])]))])
+    frames, per_frame = [], []
+    base = float(first.RescaleIntercept)
+    for i, k in enumerate(order):
+        src = srcs[k]
+        b = float(intercepts[i]) if intercepts is not None else base
+        stored = np.round(src.pixel_array.astype(np.float64) + (float(src.RescaleIntercept) - b))
+        frames.append(stored.astype(src.pixel_array.dtype).tobytes())
+        per_frame.append(_item(
+            PlanePositionSequence=Sequence([_item(ImagePositionPatient=src.ImagePositionPatient)]),
+            PixelValueTransformationSequence=Sequence([_item(RescaleIntercept=b, RescaleSlope=1, RescaleType="HU")]),
+            FrameContentSequence=Sequence([_item(DimensionIndexValues=[int(k) + 1], FrameAcquisitionDateTime="20260101120000",
+                                                 FrameReferenceDateTime="20260101120000", FrameAcquisitionDuration=0)])))
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = b"".join(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def legacy_enhanced_ct(single: list[Path], path: Path) -> Path:
+    """A Legacy Converted Enhanced CT Image from single-frame files, by highdicom."""
+    import highdicom as hd
+    import pydicom
+
+    lce = hd.legacy.LegacyConvertedEnhancedCTImage([pydicom.dcmread(p) for p in single], series_instance_uid=hd.UID(),
+                                                   series_number=5, sop_instance_uid=hd.UID(), instance_number=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lce.save_as(str(path), enforce_file_format=True)
+    return path
