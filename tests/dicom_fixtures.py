@@ -12,6 +12,13 @@ STUDY_UID = "1.2.826.0.1.3680043.8.498.77"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
+def _ds(v: float):
+    """A decimal string of at most 16 characters (DICOM's DS), as a scanner writes it."""
+    from pydicom.valuerep import DSfloat
+
+    return DSfloat(float(v), auto_format=True)
+
+
 def write_slices(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.8, 2.0), origin=(-40.0, -30.0, 100.0),
                  positions=None, iop=(1, 0, 0, 0, 1, 0), drift=(0.0, 0.0, 0.0), series_uid=None, modality="CT",
                  per_slice=None, study_uid=STUDY_UID, prefix="ct", stored="int16") -> list[Path]:
@@ -47,9 +54,9 @@ def write_slices(folder: Path, vol_zyx: np.ndarray, spacing=(0.7, 0.8, 2.0), ori
         ds.SeriesDescription, ds.ImageType = "test series", ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImageOrientationPatient = [float(v) for v in iop]
         ipp = np.asarray(origin, dtype=float) + positions[k] * normal + k * np.asarray(drift, dtype=float)
-        ds.ImagePositionPatient = [float(v) for v in ipp]
-        ds.SliceThickness = float(spacing[2])
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+        ds.ImagePositionPatient = [_ds(v) for v in ipp]
+        ds.SliceThickness = _ds(spacing[2])
+        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
         ds.Rows, ds.Columns = vol_zyx.shape[1:]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.RescaleSlope, ds.RescaleType = 1, "HU"
