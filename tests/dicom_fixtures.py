@@ -107,10 +107,12 @@ REAL_LESIONS = (((190.0, 200.0, 1.5), (14.0, 10.0, 5.0)), ((330.0, 260.0, 2.5), 
 LESION_HU, DETECT_HU = 1800.0, 1500.0  # above any voxel of the real CT (max 1207 HU): only planted lesions
 
 
-def real_looking_series(nifti: Path, folder: Path, slices: int = 4, **kw) -> tuple[list[Path], np.ndarray]:
+def real_looking_series(nifti: Path, folder: Path, slices: int = 4, stored: str = "uint12",
+                        **kw) -> tuple[list[Path], np.ndarray]:
     """``slices`` middle slices of a real CT as a scanner writes them: 512 x 512 pixels of 0.75 mm
     (the 3 mm CT upsampled 4x in-plane, centred, padded with air), CT noise (sigma 8 HU, fixed
-    seed), two planted lesions of LESION_HU, stored unsigned 12-bit with RescaleIntercept -1024.
+    seed), two planted lesions of LESION_HU, stored unsigned 12-bit with RescaleIntercept -1024 (or
+    ``stored="int16"``: signed 16-bit HU, as other scanners write it).
     Returns (paths in slice order, the HU volume (z, y, x) the files hold)."""
     import cv2
     import SimpleITK as sitk
@@ -130,7 +132,7 @@ def real_looking_series(nifti: Path, folder: Path, slices: int = 4, **kw) -> tup
         out[inside] = LESION_HU
     out = np.round(out).clip(-1024, 3071)
     origin = np.asarray(img.GetOrigin(), dtype=float) + np.array([-x0 * 0.75, -y0 * 0.75, z0 * 3.0])
-    paths = write_slices(folder, out, spacing=(0.75, 0.75, 3.0), origin=tuple(origin), stored="uint12", **kw)
+    paths = write_slices(folder, out, spacing=(0.75, 0.75, 3.0), origin=tuple(origin), stored=stored, **kw)
     return paths, out
 
 

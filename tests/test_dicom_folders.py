@@ -101,9 +101,12 @@ def test_nested_folders_any_depth(tmp_path, capsys):
     small, big = _lesion_volume(4), _lesion_volume(8, seed=2)
     write_slices(tmp_path / "exp", small, series_uid=SERIES_A)
     write_slices(tmp_path / "exp" / "more" / "deeper", big, series_uid=SERIES_B)
+    (tmp_path / "exp" / "junk").mkdir()
+    (tmp_path / "exp" / "junk" / "broken.dcm").write_bytes(b"not DICOM at all")
     scan = S.read_scan(tmp_path / "exp")
     np.testing.assert_allclose(scan.hu, big, atol=0.51)
     assert any(f"{SERIES_A} (4 images, .)" in w for w in scan.warnings)
+    assert any("broken.dcm: unreadable, not in the folders of the series used" in w for w in scan.warnings)
     assert S.read_scan(tmp_path / "exp", series_uid=SERIES_A).shape[0] == 4
     pacs = tmp_path / "Patient"
     write_slices(pacs / "Study" / "CT1", small, series_uid=SERIES_A)

@@ -92,6 +92,17 @@ def test_every_transfer_syntax_same_volume_and_detections(plain, name):
         assert _matched(det, ref_det, 0.8) and len(doc["candidates"]) == len(ref_doc["candidates"])
 
 
+@pytest.mark.parametrize("name", ["rle", "jpeg-ls", "j2k", "jpeg-lossless-sv1", "jpeg-lossless-14"])
+def test_signed_16bit_lossless(tmp_path, name):
+    """The same series stored as signed 16-bit HU (PixelRepresentation 1, RescaleIntercept 0): every
+    lossless codec gives back the exact volume, air at -1024 included. Fails if a decoder returns
+    the samples unsigned (air would read as 64512) or drops the sign bit."""
+    _, vol = real_looking_series(shared_ct(), tmp_path / "plain", stored="int16")
+    assert vol.min() < 0
+    folder = encode_series(tmp_path / "plain", tmp_path / name, name)
+    np.testing.assert_array_equal(S.read_scan(folder).hu, vol)
+
+
 def test_exported_syntaxes_and_sop_classes():
     """The tuples the DICOM node offers: every syntax the tests decode, and the three CT classes."""
     assert {str(ts) for ts, _, _ in SYNTAXES.values()} <= set(TRANSFER_SYNTAXES)
