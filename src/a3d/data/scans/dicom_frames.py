@@ -18,7 +18,6 @@ _GROUPS = {
     "ImagePositionPatient": "PlanePositionSequence",
     "ImageOrientationPatient": "PlaneOrientationSequence",
     "PixelSpacing": "PixelMeasuresSequence",
-    "SliceThickness": "PixelMeasuresSequence",
     "RescaleSlope": "PixelValueTransformationSequence",
     "RescaleIntercept": "PixelValueTransformationSequence",
     "FrameType": "CTImageFrameTypeSequence",
@@ -69,10 +68,6 @@ class DicomImage:
     @property
     def key(self) -> tuple[str, int | None]:
         return (self.file.path, self.frame)
-
-    @property
-    def sop_uid(self) -> str:
-        return self.file.sop_uid
 
     @property
     def instance(self) -> tuple[str, int | None] | None:
