@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (written atomically); required unless --list-series")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID to use (default: the series with most files)")
-    p.add_argument("--list-series", action="store_true", help="list the DICOM series of INPUT and exit")
+    p.add_argument("--list-series", action="store_true", help="list every DICOM series under INPUT (any depth, or its "
+                   "DICOMDIR): UID, files, modality, description, folder; then exit")
     p.add_argument("--acquisition", type=int, metavar="N", help="DICOM: use only the files with AcquisitionNumber N "
                    "(when several acquisitions of one region are mixed in a series)")
     p.add_argument("--allow-missing", action="store_true", help="DICOM: proceed when slices are missing or unreadable "
@@ -59,6 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-markups", action="store_true", help="do not write slicer/*.mrk.json (3D Slicer markups)")
     p.add_argument("--dicom", action="store_true", help="DICOM input: also write dicom/seg.dcm (DICOM SEG) and "
                    "dicom/sr.dcm (TID 1500 measurement report) in the source study")
+    p.add_argument("--new-uids", action="store_true", help="with --dicom, for sources without Study/Series/SOP "
+                   "Instance UIDs (anonymised exports): generate them, recorded in predictions.json and written with "
+                   "copies of the images into dicom/images/ (the input is not changed)")
     p.set_defaults(func=run)
     return p
 
@@ -98,11 +102,14 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list_series:
         for s in P.list_series(args.input):
-            print(f"{s.uid}\t{s.n_files} files\t{s.modality}\t{s.description}")
+            frames = f" ({s.images} images)" if s.images != s.n_files else ""
+            print(f"{s.uid}\t{s.n_files} files{frames}\t{s.modality}\t{s.description}\t{s.folder}")
         return 0
     if args.amp:
         raise A3DError("--amp was replaced by --precision {auto,fp32,bf16,fp16} (default auto: bf16 where the "
                        "hardware has it, else fp32)")
+    if args.new_uids and not args.dicom:
+        raise A3DError("--new-uids gives the DICOM SEG/SR of --dicom UIDs to reference; pass --dicom with it")
     if not args.checkpoint or not args.out:
         raise A3DError("--checkpoint CKPT and --out DIR are required (only --list-series works without them)")
     read = P.ReadOptions(series=args.series, spacing=parse_spacing(args.spacing) if args.spacing else None,
@@ -121,7 +128,7 @@ def run(args) -> int:
         window=_parse_window(args.window),
     )
     outputs = P.OutputOptions(overlays=not args.no_overlays, html=not args.no_html, nifti_labels=args.nifti_labels,
-                              markups=not args.no_markups, dicom=args.dicom)
+                              markups=not args.no_markups, dicom=args.dicom, new_uids=args.new_uids)
     done = P.predict_input(args.input, args.checkpoint, args.out, settings, read, outputs, overwrite=args.overwrite,
                            progress=_progress)
     if not done.batch:

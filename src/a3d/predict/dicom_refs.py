@@ -5,12 +5,14 @@ DICOM image coordinates (SCOORD) are (column, row) with (0, 0) the top-left corn
 pixel, the same pixel-edge convention as a3d's ``box_px``; they are obtained through the patient
 position (canonical slice -> LPS -> the series' own grid), so any in-plane flip of the series is
 undone exactly. Interpolated slices (``scan.interpolated``) have no source image: nothing is ever
-placed on them.
+placed on them. A multi-frame source (Enhanced / Legacy Converted Enhanced CT) is referenced by its
+SOP Instance UID and the frame number of each slice (``scan.source_frames``).
 """
 
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -26,10 +28,29 @@ _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDa
           "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
+def dcm_bytes(ds) -> bytes:
+    """A dataset as a DICOM file (preamble and file meta), in memory: written atomically by the caller."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def check_dicom_source(scan: Scan) -> None:
     if scan.kind != "dicom" or not scan.source_headers:
         raise A3DError(f"{scan.source}: --dicom writes DICOM SEG/SR referencing the source images; "
                        f"it needs a DICOM series input (this is {scan.kind})")
+    ks = source_slices(scan)
+    framed = {scan.slice_files[k] for k in ks if source_frame(scan, k) is not None}
+    if framed and (len(framed) > 1 or len(framed) < len({scan.slice_files[k] for k in ks})):
+        raise A3DError(f"{scan.source}: --dicom: the series is spread over {len({scan.slice_files[k] for k in ks})} "
+                       "files of which some are multi-frame; a DICOM SEG references one multi-frame image or "
+                       "single-frame images (choose one multi-frame file's series, or convert the series)")
+
+
+def source_frame(scan: Scan, k: int) -> int | None:
+    """The 1-based frame number of original slice ``k`` in its multi-frame source, or None (single-frame)."""
+    frames = scan.source_frames
+    return frames[k] if frames and 0 <= k < len(frames) else None
 
 
 def source_dataset(scan: Scan, k: int) -> Dataset:

@@ -10,8 +10,9 @@ of the slice its diameters were measured on (``measured_on_slice``):
 - a volumetric ROI group (TID 1411) referencing the candidate's segment in the SEG: the volume
   (mm3) and the score.
 
-Evidence: every source image of the series and the SEG. Same study, patient and Frame of Reference
-as the source (copied from it by highdicom), new series.
+Image references carry the frame number when the source is multi-frame. Evidence: every source
+image of the series (a multi-frame source once) and the SEG. Same study, patient and Frame of
+Reference as the source (copied from it by highdicom), new series.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydicom.sr.codedict import codes
 
 from a3d import __version__
 from a3d.predict.candidates import measured_detection
-from a3d.predict.dicom_refs import image_polyline, source_dataset, source_slices
+from a3d.predict.dicom_refs import image_polyline, source_dataset, source_frame, source_slices
 from a3d.predict.dicom_seg import MANUFACTURER, SR_SERIES_NUMBER
 from a3d.predict.results import Candidate, Detection, PredictionResult
 
@@ -39,9 +40,13 @@ def _number(name, value: float, unit, coords: list | None = None) -> hd.sr.Measu
                              referenced_coordinates=coords)
 
 
-def _source_ref(res: PredictionResult, k: int) -> hd.sr.SourceImageForRegion:
+def _source_ref(res: PredictionResult, k: int, kind=hd.sr.SourceImageForRegion):
+    """``kind`` (a highdicom image reference) to the source image of original slice ``k``, with its
+    frame number when the source is multi-frame."""
     ds = source_dataset(res.scan, k)
-    return hd.sr.SourceImageForRegion(referenced_sop_class_uid=ds.SOPClassUID, referenced_sop_instance_uid=ds.SOPInstanceUID)
+    frame = source_frame(res.scan, k)
+    return kind(referenced_sop_class_uid=ds.SOPClassUID, referenced_sop_instance_uid=ds.SOPInstanceUID,
+                referenced_frame_numbers=[frame] if frame is not None else None)
 
 
 def _axis(res: PredictionResult, d: Detection, key: str, name) -> list[hd.sr.Measurement]:
@@ -66,9 +71,7 @@ def axes_group(res: PredictionResult, c: Candidate, tracking: hd.sr.TrackingIden
     k, _ = image_polyline(res.scan, d.box[:2], d.z)
     measurements = (_axis(res, d, "long", codes.SCT.LongAxis) + _axis(res, d, "short", codes.SCT.ShortAxis)
                     + [_number(SCORE, c.info["max_score"], codes.UCUM.NoUnits)])
-    ds = source_dataset(res.scan, k)
-    source = hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=ds.SOPClassUID,
-                                                  referenced_sop_instance_uid=ds.SOPInstanceUID)
+    source = _source_ref(res, k, hd.sr.SourceImageForMeasurementGroup)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking, finding_type=codes.SCT.Lesion, algorithm_id=_algorithm(),
         measurements=measurements, source_images=[source])
@@ -90,7 +93,8 @@ def volumetric_group(res: PredictionResult, c: Candidate, tracking: hd.sr.Tracki
     """TID 1411: the candidate's segment in the SEG, its volume (mm3) and score."""
     segment = hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
                                       segment_number=c.id,
-                                      source_series=hd.sr.SourceSeriesForSegmentation(res.scan.series_uid))
+                                      source_series=hd.sr.SourceSeriesForSegmentation(
+                                          source_dataset(res.scan, source_slices(res.scan)[0]).SeriesInstanceUID))
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking, referenced_segment=segment, finding_type=codes.SCT.Lesion,
         algorithm_id=_algorithm(),
@@ -112,7 +116,8 @@ def measurement_report(res: PredictionResult, tracking_uids: dict[int, str],
         observer_type=codes.DCM.Device, observer_identifying_attributes=device))
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
                                      imaging_measurements=groups)
-    evidence = [source_dataset(res.scan, k) for k in source_slices(res.scan)] + ([seg] if seg is not None else [])
+    unique = {res.scan.source_headers[k].SOPInstanceUID: k for k in reversed(source_slices(res.scan))}
+    evidence = [source_dataset(res.scan, k) for k in sorted(unique.values())] + ([seg] if seg is not None else [])
     return hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,

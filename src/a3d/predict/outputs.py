@@ -33,6 +33,7 @@ class OutputOptions:
     max_overlays: int = 500  # overlay PNGs beyond this many slices (highest slices) are not written
     markups: bool = True  # slicer/*.mrk.json (3D Slicer markups: ROI box, long/short axis per candidate)
     dicom: bool = False  # dicom/seg.dcm + dicom/sr.dcm (DICOM input only; a batch skips other scans with a warning)
+    new_uids: bool = False  # --dicom on sources without UIDs: generate them, copies of the images in dicom/images/
 
 
 def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
@@ -84,7 +85,7 @@ def _write_viewer_files(res: PredictionResult, folder: Path, options: OutputOpti
     elif options.dicom:
         from a3d.predict.dicom_outputs import write_dicom  # highdicom (~0.5 s to import): only with --dicom
 
-        files.update(write_dicom(res, folder))
+        files.update(write_dicom(res, folder, options.new_uids))
 
 
 def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: OutputOptions = OutputOptions()) -> dict:

@@ -79,10 +79,11 @@ def detection_record(d: Detection, scan: Scan) -> dict:
 
 
 def _slice_file(scan: Scan, index: int) -> str | None:
-    """DICOM/PNG inputs: the file holding this slice (original order), else None."""
+    """DICOM/PNG inputs: the file holding this slice (original order), relative to the input folder
+    (DICOM trees: a path below it), else None."""
     files = scan.slice_files
     if files and 0 <= index < len(files) and files[index]:
-        return os.path.basename(files[index])
+        return os.path.relpath(files[index], scan.source)
     return None
 
 

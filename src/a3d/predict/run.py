@@ -20,6 +20,7 @@ from a3d.data.scans import Scan, SeriesInfo, classify_input, list_dicom_series, 
 from a3d.errors import A3DError
 from a3d.io import atomic_dir, write_bytes_atomic
 from a3d.predict import loading  # called as loading.load_predictor: tests substitute a stand-in model there
+from a3d.predict.dicom_uids import check_references
 from a3d.predict.geometry import key_slices
 from a3d.predict.inference import predict_scan
 from a3d.predict.outputs import OutputOptions, check_out_dir, write_batch_luna16, write_outputs
@@ -66,10 +67,14 @@ class PredictRun:
 
 
 def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
-    """The DICOM series in the folder ``path`` (A3DError for any other input)."""
-    if classify_input(path) != "dicom":
-        raise A3DError(f"{path}: --list-series needs a DICOM folder")
-    return list_dicom_series(path)
+    """Every DICOM series anywhere under the folder ``path``, also a batch folder (A3DError for a
+    file, or when there is none)."""
+    if not Path(path).is_dir():
+        raise A3DError(f"{path}: --list-series needs a folder holding DICOM files (any depth) or a DICOMDIR")
+    series = list_dicom_series(path)
+    if not series:
+        raise A3DError(f"{path}: no readable DICOM series anywhere under this folder")
+    return series
 
 
 def _read(path: str | os.PathLike, read: ReadOptions) -> tuple[Scan, float]:
@@ -84,6 +89,8 @@ def _predict_into(folder: Path, scan: Scan, read_s: float, model: nn.Module, cfg
                   settings: PredictSettings, outputs: OutputOptions,
                   progress: Callable[[int, int], None] | None = None) -> ScanOutcome:
     """One scan's prediction, written atomically to ``folder``; ``read_s``: seconds it took to read."""
+    if outputs.dicom and scan.kind == "dicom":
+        check_references(scan, outputs.new_uids)  # before the model runs: UID-less sources need --new-uids
     res = predict_scan(scan, model, cfg, settings, progress=progress, checkpoint=os.path.abspath(checkpoint))
     res.timing["read"] = read_s
     with atomic_dir(folder) as tmp:

@@ -1,52 +1,67 @@
-"""One pass over a DICOM folder: every file's header (pydicom, pixel data not loaded), or the
+"""One pass over the DICOM files of an input (a folder tree or a DICOMDIR's listing,
+:mod:`a3d.data.scans.dicom_tree`): every file's header (pydicom, pixel data not loaded), or the
 reason the file cannot be used.
 
-A file is *unreadable* when pydicom cannot parse it, when its header stops before the attributes
-every CT slice has (a file cut inside its header parses as a partial dataset), or when its pixel
-data is shorter than Rows x Columns x bits says (a file cut inside its pixels). Such files are
-returned with their reason (and their series when the header tells it), never dropped silently:
-:mod:`a3d.data.scans.dicom_series` decides whether the series can be used without them.
+A file is *unreadable* when pydicom cannot parse it, when the file ends inside its header (pydicom
+silently returns the elements before the cut: the bytes after the last whole element tell it),
+when its transfer syntax is not one a3d decodes, or when its pixel data is incomplete: uncompressed
+data shorter than Rows x Columns x bits x frames, compressed data whose items run past the end of
+the file or lack their sequence delimiter, fewer fragments than frames, an offset table with the
+wrong number of entries. Such files are returned with their reason (and their series when the
+header tells it), never dropped silently: :mod:`a3d.data.scans.dicom_series` decides whether the
+series can be used without them.
+
+Files without a SeriesInstanceUID (anonymised exports blank it) are grouped by folder and Frame of
+Reference under a series key ``no-uid:FOLDER[:FRAME_OF_REFERENCE]``: :func:`missing_uids` names what
+is absent for the warning.
 """
 
 from __future__ import annotations
 
 import os
+import warnings as _warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from a3d.data.scans.files import _is_dicom_file, _listdir
+from a3d.data.scans.dicom_pixels import (PIXEL_DATA, encapsulated_problem, native_problem, syntax_problem,
+                                         transfer_syntax)
+from a3d.data.scans.dicom_tree import find_dicom_files
 
-PIXEL_DATA = 0x7FE00010
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_SOP_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not a series member
 _UNDEFINED_LENGTH = 0xFFFFFFFF
-_DEFER = "64 KB"  # pixel data of a CT slice (>= 128 KB) is left on disk; its length is still known
+_DEFER = "64 KB"  # uncompressed pixel data of a CT slice (>= 128 KB) is left on disk; its length is still known
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+NO_UID_PREFIX = "no-uid:"
 
 
 @dataclass
 class DicomFile:
-    """One readable DICOM file: its path and header (``ds`` has no pixel data element)."""
+    """One readable DICOM file: its path, header (``ds`` has no pixel data element), the series it
+    is grouped in (its SeriesInstanceUID, or a ``no-uid:`` key) and its folder relative to the input."""
 
     path: str
     ds: Dataset
     has_pixels: bool
+    series_key: str = ""
+    folder: str = "."
 
     @property
     def series_uid(self) -> str:
-        return str(self.ds.SeriesInstanceUID)
+        return str(self.ds.get("SeriesInstanceUID", "") or "")
 
     @property
     def sop_uid(self) -> str:
-        return str(self.ds.get("SOPInstanceUID", ""))
+        return str(self.ds.get("SOPInstanceUID", "") or "")
 
     @property
     def sop_class(self) -> str:
-        return str(self.ds.get("SOPClassUID", ""))
+        meta = self.ds.get("file_meta")
+        return str(self.ds.get("SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", "") or "")
 
     @property
     def modality(self) -> str:
@@ -56,28 +71,19 @@ class DicomFile:
     def name(self) -> str:
         return os.path.basename(self.path)
 
-    def image_type(self) -> list[str]:
-        v = self.ds.get("ImageType", [])
-        return [str(t).upper() for t in (v if isinstance(v, (list, pydicom.multival.MultiValue)) else [v])]
+    @property
+    def n_frames(self) -> int:
+        return int(self.ds.get("NumberOfFrames", 1) or 1)
 
-    def acquisition(self) -> int | None:
-        v = self.ds.get("AcquisitionNumber")
-        return int(v) if v not in (None, "") else None
 
-    def orientation(self) -> np.ndarray | None:
-        """(6,) ImageOrientationPatient (row direction, column direction), or None."""
-        v = self.ds.get("ImageOrientationPatient")
-        return np.asarray([float(x) for x in v]) if v is not None and len(v) == 6 else None
-
-    def position(self) -> np.ndarray | None:
-        """(3,) ImagePositionPatient (mm, LPS), or None."""
-        v = self.ds.get("ImagePositionPatient")
-        return np.asarray([float(x) for x in v]) if v is not None and len(v) == 3 else None
+def missing_uids(f: DicomFile) -> list[str]:
+    """The instance UIDs (Study/Series/SOP) this file lacks or leaves empty."""
+    return [k for k in UID_KEYS if not str(f.ds.get(k, "") or "").strip()]
 
 
 @dataclass
 class Unreadable:
-    """A file that cannot be used, why, and its series when the header tells it (else None)."""
+    """A file that cannot be used, why, and its series key when the header tells it (else None)."""
 
     path: str
     reason: str
@@ -88,58 +94,86 @@ class Unreadable:
         return os.path.basename(self.path)
 
 
-def _pixel_problem(ds: Dataset, path: str) -> str | None:
-    """Why the pixel data of a native (uncompressed) file is unusable, or None. Encapsulated
-    (compressed) pixel data is checked when it is decoded."""
-    el = ds.get_item(PIXEL_DATA)  # a deferred (raw) element: its length is known, its value not loaded
-    if getattr(el, "is_raw", False):
-        length, tell = int(el.length), el.value_tell
-    else:
-        length, tell = len(el.value or b""), None
-    if length == _UNDEFINED_LENGTH:
+def _header_cut(ds: Dataset, path: str) -> str | None:
+    """Why the file ends inside its header (bytes after the last whole element), or None. Call it
+    before any attribute is read, while the elements are still raw (their offsets known)."""
+    if transfer_syntax(ds) == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return None  # offsets are in the inflated stream
+    size = os.path.getsize(path)
+    tags = list(ds.keys())
+    if not tags:
+        return f"file ends inside its header ({size} bytes, no data element after the file meta information)"
+    last = ds.get_item(tags[-1])
+    if not getattr(last, "is_raw", False) or last.length == _UNDEFINED_LENGTH:
         return None
-    if tell is not None and tell + length > os.path.getsize(path):
-        return f"file ends inside the pixel data ({os.path.getsize(path) - tell} of {length} bytes)"
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8 * frames
-    except (AttributeError, TypeError, ValueError):
-        return "Rows/Columns/BitsAllocated missing; the pixel data cannot be interpreted"
-    if length < expected:
-        return f"pixel data holds {length} bytes, Rows x Columns x BitsAllocated needs {expected}"
+    end = int(last.value_tell) + int(last.length)
+    if end > size:
+        return (f"file ends inside its header: element {tags[-1]} holds {size - int(last.value_tell)} of its "
+                f"{int(last.length)} bytes (file truncated)")
+    if end < size:
+        return (f"file ends inside its header: the {size - end} bytes after element {tags[-1]} do not make a "
+                f"whole element (file truncated)")
     return None
+
+
+def _pixel_check(ds: Dataset, path: str, frames: int) -> tuple[bool, str | None]:
+    """(has pixel data, what is wrong with it or None)."""
+    if transfer_syntax(ds).is_encapsulated:
+        return encapsulated_problem(ds, path, frames)
+    if PIXEL_DATA not in ds:
+        return False, None
+    return True, native_problem(ds, path, frames)
 
 
 def read_dicom_file(path: str) -> DicomFile | Unreadable | None:
     """The header of one file, why it cannot be used, or None for a DICOMDIR (not a series member)."""
     try:
-        ds = pydicom.dcmread(path, defer_size=_DEFER)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")  # pydicom's warnings about a file end are turned into reasons below
+            ds = pydicom.dcmread(path, defer_size=_DEFER)
     except Exception as e:  # pydicom raises many types on corrupt files
         return Unreadable(path, f"not a readable DICOM file ({type(e).__name__}: {str(e)[:100]})")
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", Dataset()), "MediaStorageSOPClassUID", ""))
-    if sop_class == _DIRECTORY_SOP_CLASS:
+    cut = _header_cut(ds, path)
+    f = DicomFile(path, ds, False)
+    if f.sop_class == _DIRECTORY_SOP_CLASS:
         return None
-    series = ds.get("SeriesInstanceUID")
-    if not series or "SOPClassUID" not in ds:
-        return Unreadable(path, "DICOM header incomplete (no SeriesInstanceUID/SOPClassUID: truncated or not an image file)")
-    has_pixels = PIXEL_DATA in ds
+    series = f.series_uid or None
+    try:
+        frames = f.n_frames
+    except (TypeError, ValueError):
+        return Unreadable(path, f"NumberOfFrames {ds.get('NumberOfFrames')!r} is not a number", series)
+    has_pixels, problem = _pixel_check(ds, path, frames)
+    problem = problem or (syntax_problem(ds) if has_pixels else None)
+    if problem:
+        return Unreadable(path, problem, series)
+    if cut and not has_pixels:
+        return Unreadable(path, cut)  # its series cannot be trusted: the cut may be inside the UID
+    if not has_pixels and not series:
+        return Unreadable(path, "DICOM file without SeriesInstanceUID and without pixel data (not an image)")
     if has_pixels:
-        problem = _pixel_problem(ds, path)
-        if problem:
-            return Unreadable(path, problem, str(series))
-        del ds[PIXEL_DATA]  # keep the header only: the pixels are decoded by SimpleITK
-    return DicomFile(path, ds, has_pixels)
+        del ds[PIXEL_DATA]  # keep the header only: the pixels are decoded frame by frame later
+    f.has_pixels = has_pixels
+    return f
 
 
-def read_dicom_folder(folder: Path) -> tuple[list[DicomFile], list[Unreadable]]:
-    """Every DICOM-looking file directly in ``folder`` (``DICM`` preamble or ``.dcm``), in name order."""
+def _series_key(f: DicomFile) -> str:
+    if f.series_uid:
+        return f.series_uid
+    fo_r = str(f.ds.get("FrameOfReferenceUID", "") or "").strip()
+    return NO_UID_PREFIX + f.folder + (f":{fo_r}" if fo_r else "")
+
+
+def read_dicom_tree(folder: Path) -> tuple[list[DicomFile], list[Unreadable], list[str]]:
+    """(readable files, unreadable files, warnings) of the DICOM input ``folder``: the files its
+    DICOMDIR lists, or every DICOM-looking file of the tree (``DICM`` preamble or ``.dcm``), in order."""
+    paths, warnings = find_dicom_files(folder)
     files, bad = [], []
-    for p in _listdir(folder):
-        if p.name.startswith(".") or not p.is_file() or not _is_dicom_file(p):
-            continue
+    for p in paths:
         got = read_dicom_file(str(p))
         if isinstance(got, DicomFile):
+            got.folder = os.path.relpath(p.parent, folder)
+            got.series_key = _series_key(got)
             files.append(got)
         elif got is not None:
             bad.append(got)
-    return files, bad
+    return files, bad, warnings

@@ -2,8 +2,9 @@
 
 Rules (docs/predict.md, "DICOM series: what is checked"):
 
-- every file of the series must be a single-frame CT image with pixel data: a SEG, an SR, a file
-  without pixel data, another modality or a multi-frame file is refused, naming the file;
+- every file of the series must be a CT image with pixel data, single-frame or an Enhanced / Legacy
+  Converted Enhanced CT (one image per frame, :mod:`a3d.data.scans.dicom_frames`): a SEG, an SR, a
+  file without pixel data, another modality or another multi-frame file is refused, naming the file;
 - localizers (ImageType holds LOCALIZER) are dropped, each named in a warning;
 - one stack: the same orientation, pixel spacing and size throughout; acquisitions
   (AcquisitionNumber) whose slice positions overlap, or two different images at one position, are
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from a3d.data.scans.dicom_files import SEG_SOP_CLASS, SR_SOP_CLASS_PREFIX, DicomFile, Unreadable
+from a3d.data.scans.dicom_frames import DicomImage, is_multi_frame
+from a3d.data.scans.dicom_pixels import MULTI_FRAME_CT
 from a3d.errors import A3DError
 
 CT_MODALITIES = {"CT"}
@@ -41,7 +44,7 @@ class SliceGrid:
     """The stack of a series on its regular grid: grid slice ``i`` lies at ``origin + i * spacing *
     normal``; ``slots[i]`` is the index in ``files`` of its source image, or None (interpolated)."""
 
-    files: list[DicomFile]  # sorted by position along the normal
+    files: list[DicomImage]  # sorted by position along the normal
     positions: np.ndarray  # (len(files),) mm along the normal
     origin: np.ndarray  # (3,) ImagePositionPatient of grid slice 0
     row_dir: np.ndarray  # (3,) direction of increasing column index
@@ -78,8 +81,9 @@ def name_list(items: list[str]) -> str:
     return text + (f" ... and {len(items) - _NAMED} more" if len(items) > _NAMED else "")
 
 
-def check_images(files: list[DicomFile]) -> None:
-    """Every file must be a single-frame CT image with pixel data (A3DError naming the first that is not)."""
+def check_files(files: list[DicomFile]) -> None:
+    """Every file must be a CT image with pixel data, single-frame or Enhanced / Legacy Converted
+    Enhanced CT (A3DError naming the first that is not)."""
     for f in files:
         if f.sop_class == SEG_SOP_CLASS:
             raise A3DError(f"{f.path}: a DICOM Segmentation (SEG); a3d predict expects the CT image series itself")
@@ -89,26 +93,35 @@ def check_images(files: list[DicomFile]) -> None:
             raise A3DError(f"{f.path}: DICOM Modality is {f.modality}; a3d predict expects CT (Modality CT)")
         if not f.has_pixels:
             raise A3DError(f"{f.path}: DICOM file without pixel data; expected CT images (one slice per file)")
-        if int(f.ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise A3DError(f"{f.path}: multi-frame DICOM ({f.ds.NumberOfFrames} frames); a3d predict reads "
-                           "single-frame CT series (one slice per file)")
-        for tag, what in (("PixelSpacing", "the in-plane spacing in mm"),
-                          ("ImagePositionPatient", "the slice position"), ("ImageOrientationPatient", "the slice orientation")):
-            if tag not in f.ds:
-                raise A3DError(f"{f.path}: DICOM {tag} missing; expected {what}")
+        if is_multi_frame(f) and (f.sop_class not in MULTI_FRAME_CT or "SharedFunctionalGroupsSequence" not in f.ds):
+            raise A3DError(f"{f.path}: multi-frame DICOM ({f.n_frames} frames) of SOP class {f.sop_class or '(none)'} "
+                           "without functional groups; a3d predict reads CT Image series (one slice per file) and "
+                           "Enhanced / Legacy Converted Enhanced CT")
 
 
-def drop_localizers(files: list[DicomFile], series_uid: str) -> tuple[list[DicomFile], list[str]]:
-    """The files without LOCALIZER in their ImageType, and a warning naming each one dropped."""
-    scouts = [f for f in files if "LOCALIZER" in f.image_type()]
-    kept = [f for f in files if "LOCALIZER" not in f.image_type()]
+def check_geometry_tags(images: list[DicomImage]) -> None:
+    """Every image has its in-plane spacing, position and orientation (A3DError naming the first that has not)."""
+    for f in images:
+        for value, tag, what in ((f.pixel_spacing, "PixelSpacing", "the in-plane spacing in mm"),
+                                 (f.ipp, "ImagePositionPatient", "the slice position"),
+                                 (f.iop, "ImageOrientationPatient", "the slice orientation")):
+            if value is None:
+                where = "" if f.frame is None else f" (frame {f.frame + 1}: per-frame or shared functional groups)"
+                raise A3DError(f"{f.path}: DICOM {tag} missing{where}; expected {what}")
+
+
+def drop_localizers(files: list[DicomImage], series_uid: str) -> tuple[list[DicomImage], list[str]]:
+    """The images without LOCALIZER in their ImageType (FrameType), and a warning naming each one dropped."""
+    scouts = [f for f in files if "LOCALIZER" in f.image_type]
+    kept = [f for f in files if "LOCALIZER" not in f.image_type]
     if scouts and len(kept) < 2:
         raise A3DError(f"{scouts[0].path}: series {series_uid} holds localizer (scout) images only; expected axial CT slices")
-    return kept, [f"{f.path}: localizer (ImageType {'/'.join(f.image_type())}) in series {series_uid}; left out"
+    return kept, [f"{f.path}{'' if f.frame is None else f' frame {f.frame + 1}'}: localizer (ImageType "
+                  f"{'/'.join(f.image_type)}) in series {series_uid}; left out"
                   for f in scouts]
 
 
-def select_acquisition(files: list[DicomFile], acquisition: int | None, series_uid: str) -> list[DicomFile]:
+def select_acquisition(files: list[DicomImage], acquisition: int | None, series_uid: str) -> list[DicomImage]:
     if acquisition is None:
         return files
     kept = [f for f in files if f.acquisition() == acquisition]
@@ -119,26 +132,26 @@ def select_acquisition(files: list[DicomFile], acquisition: int | None, series_u
     return kept
 
 
-def _acquisitions_hint(group: list[DicomFile]) -> str:
+def _acquisitions_hint(group: list[DicomImage]) -> str:
     acq = sorted({f.acquisition() for f in group if f.acquisition() is not None})
     return f"AcquisitionNumber {', '.join(map(str, acq))}" if acq else "no AcquisitionNumber"
 
 
-def _how_to_choose(groups: list[list[DicomFile]]) -> str:
+def _how_to_choose(groups: list[list[DicomImage]]) -> str:
     acq = [{f.acquisition() for f in g} for g in groups]
     disjoint = all(None not in a for a in acq) and sum(len(a) for a in acq) == len(set().union(*acq))
     return "choose one with --acquisition N" if disjoint else "move the other files out of the folder"
 
 
-def check_one_stack(files: list[DicomFile], series_uid: str) -> None:
+def check_one_stack(files: list[DicomImage], series_uid: str) -> None:
     """Same orientation, pixel spacing and image size in every file (A3DError describing the stacks)."""
     keys = {
         "orientation": lambda f: tuple(round(float(v), 3) + 0.0 for v in f.orientation()),
-        "pixel spacing": lambda f: tuple(round(float(v), 3) for v in f.ds.PixelSpacing),
-        "image size": lambda f: (int(f.ds.get("Rows", 0)), int(f.ds.get("Columns", 0))),
+        "pixel spacing": lambda f: tuple(round(float(v), 3) for v in f.pixel_spacing),
+        "image size": lambda f: (f.rows, f.columns),
     }
     for what, key in keys.items():
-        groups: dict[tuple, list[DicomFile]] = {}
+        groups: dict[tuple, list[DicomImage]] = {}
         for f in files:
             groups.setdefault(key(f), []).append(f)
         if len(groups) > 1:
@@ -150,7 +163,7 @@ def check_one_stack(files: list[DicomFile], series_uid: str) -> None:
                            f"{_how_to_choose([g for _, g in ordered])}")
 
 
-def check_acquisitions(files: list[DicomFile], positions: np.ndarray, series_uid: str) -> None:
+def check_acquisitions(files: list[DicomImage], positions: np.ndarray, series_uid: str) -> None:
     """Acquisitions whose slice ranges overlap are different scans of the same region (A3DError);
     consecutive ranges (e.g. step-and-shoot acquisitions) make one volume."""
     ranges: dict[int | None, list[float]] = {}
@@ -165,8 +178,8 @@ def check_acquisitions(files: list[DicomFile], positions: np.ndarray, series_uid
                        f"positions ({parts}); choose one with --acquisition N")
 
 
-def drop_duplicates(files: list[DicomFile], positions: np.ndarray, spacing_hint: float,
-                    series_uid: str) -> tuple[list[DicomFile], np.ndarray, list[str]]:
+def drop_duplicates(files: list[DicomImage], positions: np.ndarray, spacing_hint: float,
+                    series_uid: str) -> tuple[list[DicomImage], np.ndarray, list[str]]:
     """Sorted files without second copies of one SOP instance (warned); two different images at one
     position are refused."""
     order = np.argsort(positions, kind="stable")
@@ -177,7 +190,7 @@ def drop_duplicates(files: list[DicomFile], positions: np.ndarray, spacing_hint:
             keep.append(i)
             continue
         a, b = files[keep[-1]], files[i]
-        if a.sop_uid and a.sop_uid == b.sop_uid:
+        if a.instance is not None and a.instance == b.instance:
             warnings.append(f"{b.path}: second copy of {a.name} (same SOPInstanceUID); used once")
             continue
         raise A3DError(f"{Path(a.path).parent}: series {series_uid} has two images at position {positions[i]:.2f} mm "
@@ -186,12 +199,11 @@ def drop_duplicates(files: list[DicomFile], positions: np.ndarray, spacing_hint:
     return [files[i] for i in keep], positions[keep], warnings
 
 
-def check_tilt(files: list[DicomFile], normal: np.ndarray, pixel_mm: float, series_uid: str) -> None:
+def check_tilt(files: list[DicomImage], normal: np.ndarray, pixel_mm: float, series_uid: str) -> None:
     """Refuse gantry tilt: a GantryDetectorTilt other than 0, or positions drifting within the plane."""
     for f in files:
-        tilt = f.ds.get("GantryDetectorTilt")
-        if tilt not in (None, "") and abs(float(tilt)) > 0.01:
-            raise A3DError(f"{f.path}: DICOM GantryDetectorTilt is {float(tilt):g} degrees; a3d predict needs slices "
+        if f.tilt is not None and abs(f.tilt) > 0.01:
+            raise A3DError(f"{f.path}: DICOM GantryDetectorTilt is {f.tilt:g} degrees; a3d predict needs slices "
                            "stacked along their normal (no gantry tilt): resample the series to an untilted grid first")
     ipp = np.stack([f.position() for f in files])
     d = ipp - ipp[0]
@@ -247,13 +259,23 @@ def _hole_text(grid: SliceGrid, regular: bool) -> str:
     return "; ".join(parts)
 
 
-def assemble_stack(files: list[DicomFile], unreadable: list[Unreadable], series_uid: str, allow_missing: bool = False,
-                   acquisition: int | None = None) -> SliceGrid:
-    """The checked stack of one series on its slice grid, with its warnings (A3DError on any refusal).
+def unreadable_of(unreadable: list[Unreadable], files: list[DicomImage], series_uid: str) -> list[Unreadable]:
+    """The unusable files that may belong to this series: of this series, or of unknown series in a
+    folder that holds this series' files."""
+    folders = {str(Path(f.path).parent) for f in files}
+    return [u for u in unreadable
+            if u.series_uid == series_uid or (u.series_uid is None and str(Path(u.path).parent) in folders)]
 
-    ``unreadable``: the folder's unusable files; those of this series (or of unknown series) are
-    named, and refuse the series unless ``allow_missing``, like holes in the positions do."""
-    check_images(files)
+
+def assemble_stack(files: list[DicomImage], unreadable: list[Unreadable], series_uid: str, allow_missing: bool = False,
+                   acquisition: int | None = None) -> SliceGrid:
+    """The checked stack of one series' images on its slice grid, with its warnings (A3DError on any
+    refusal); the files must have passed :func:`check_files`.
+
+    ``unreadable``: the input's unusable files; those that may belong to this series
+    (:func:`unreadable_of`) are named, and refuse the series unless ``allow_missing``, like holes
+    in the positions do."""
+    check_geometry_tags(files)
     files, warnings = drop_localizers(files, series_uid)
     files = select_acquisition(files, acquisition, series_uid)
     check_one_stack(files, series_uid)
@@ -262,7 +284,7 @@ def assemble_stack(files: list[DicomFile], unreadable: list[Unreadable], series_
     normal = np.cross(row, col)
     positions = np.array([float(f.position() @ normal) for f in files])
     check_acquisitions(files, positions, series_uid)
-    ps = [float(v) for v in files[0].ds.PixelSpacing]  # (between rows, between columns)
+    ps = list(files[0].pixel_spacing)  # (between rows, between columns)
     files, positions, dup = drop_duplicates(files, positions, min(ps), series_uid)
     warnings += dup
     if len(files) < 2:
@@ -270,7 +292,7 @@ def assemble_stack(files: list[DicomFile], unreadable: list[Unreadable], series_
     check_tilt(files, normal, min(ps), series_uid)
     spacing, slots, regular = plan_grid(positions)
     grid = SliceGrid(files, positions, files[0].position(), row, col, (ps[1], ps[0]), spacing, slots, warnings)
-    missing = [u for u in unreadable if u.series_uid in (None, series_uid)]
+    missing = unreadable_of(unreadable, files, series_uid)
     problems = []
     if missing:
         problems.append(f"{len(missing)} unreadable files ({name_list([f'{u.name}: {u.reason}' for u in missing])})")

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+from a3d.data.scans.dicom_tree import holds_dicom_directly, is_dicom_file
 from a3d.errors import A3DError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -14,15 +15,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def is_nifti(path: str | os.PathLike) -> bool:
     name = str(path).lower()
     return name.endswith(NIFTI_SUFFIXES)
-
-
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) >= 132 and head[128:132] == b"DICM" or path.suffix.lower() == ".dcm"
 
 
 def _listdir(folder: Path) -> list[Path]:
@@ -42,7 +34,7 @@ def classify_input(path: str | os.PathLike) -> str:
     if p.is_file():
         if is_nifti(p):
             return "nifti"
-        if _is_dicom_file(p):
+        if is_dicom_file(p):
             raise A3DError(f"{p}: a single DICOM file is a 2D image; give the folder holding the whole series")
         if p.suffix.lower() == ".png":
             raise A3DError(f"{p}: a single PNG is a 2D image; give the DeepLesion series folder holding all its slices")
@@ -51,7 +43,7 @@ def classify_input(path: str | os.PathLike) -> str:
         raise A3DError(f"{p}: folder cannot be read (permission denied)")
     entries = [e for e in _listdir(p) if not e.name.startswith(".")]
     files = [e for e in entries if e.is_file()]
-    if any(_is_dicom_file(f) for f in files[:50]):
+    if holds_dicom_directly(p, entries):  # its series are those of the whole tree below (dicom_tree)
         return "dicom"
     pngs = [f for f in files if f.suffix.lower() == ".png"]
     if pngs and len(pngs) >= len(files) - 1:  # tolerate e.g. a stray DL_info.csv beside them
@@ -75,7 +67,7 @@ def scan_entries(folder: Path) -> list[Path]:
             except A3DError:
                 out.append(e)  # reported when read
                 continue
-            if any(_is_dicom_file(f) for f in sub[:50]) or any(f.suffix.lower() == ".png" for f in sub):
+            if any(is_dicom_file(f) for f in sub[:50]) or any(f.suffix.lower() == ".png" for f in sub):
                 out.append(e)
     return out
 

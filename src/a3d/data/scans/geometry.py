@@ -44,6 +44,8 @@ class Scan:
     interpolated: tuple[int, ...] = ()
     # DICOM: the pydicom header (no pixel data) of each original slice's source image (None: interpolated)
     source_headers: list | None = None
+    # DICOM: 1-based frame number of each original slice in its multi-frame source file (None: single-frame)
+    source_frames: list[int | None] | None = None
 
     # geometry helpers -------------------------------------------------------------------------
     @property
