@@ -174,3 +174,14 @@ def test_import_is_light_and_subpackages_are_attributes(tmp_path):
             "else:\n    raise SystemExit('a3d.no_such_thing did not raise')\n")
     res = _run("-c", code, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+
+
+def test_dicom_reading_works_beside_a_folder_named_dl(tmp_path):
+    """Fails if a folder ``dl/`` (or ``DLFCN/``) in the working directory breaks ``import pydicom`` under
+    ``python -m``: python-gdcm's gdcm.py tries those Python 2 modules and a namespace package of that
+    name has no RTLD_NOW (a3d/__init__.py blocks both names)."""
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "DLFCN").mkdir()
+    code = "import a3d.data.scans.dicom, pydicom, gdcm; print('ok')"
+    res = _run("-c", code, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout == "ok\n", res.stderr[-500:]

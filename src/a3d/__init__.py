@@ -10,6 +10,15 @@ imported on first use: ``import a3d`` itself does not import torch.
 """
 
 import importlib
+import sys
+
+# python-gdcm's gdcm.py (loaded by pydicom's JPEG decoder plugins) first tries `import dl` and
+# `import DLFCN`, Python 2 modules: a folder of that name in the working directory (on sys.path under
+# `python -m` and torchrun) imports as a namespace package without RTLD_NOW and breaks `import pydicom`.
+# A None entry makes both imports fail cleanly, as they do on any Python 3 without such a folder.
+for _py2_module in ("dl", "DLFCN"):
+    sys.modules.setdefault(_py2_module, None)
+del _py2_module
 
 __version__ = "0.1.0"
 
