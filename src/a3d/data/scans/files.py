@@ -102,7 +102,7 @@ def _holds_dicom(folder: Path, depth: int = 8) -> bool:
     """Whether DICOM files lie anywhere below ``folder`` (a patient folder with study/series folders
     inside); stops at the first found, looks at most ``_DICOM_PROBE`` files per folder."""
     try:
-        entries = sorted(e for e in os.scandir(folder) if not e.name.startswith("."))
+        entries = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError:
         return False
     files = [Path(e.path) for e in entries if e.is_file()]

@@ -61,8 +61,9 @@ def read_volume(path: str | os.PathLike) -> Scan:
         check_volume_data(path, kind, fmt)
     img, dim, size, comps = _read_image(path, kind)
     if comps != 1:
-        raise A3DError(f"{path}: {fmt} image with {comps} values per voxel (a vector, colour or multi-layer image); "
-                       "expected one value per voxel (a CT volume or a label map)")
+        raise A3DError(f"{path}: {fmt} image with {comps} values per voxel (a vector or colour image, or a 3D Slicer "
+                       "segmentation whose overlapping segments fill several layers); expected one value per voxel "
+                       "(a CT volume, or a label map: in Slicer, export the segmentation to a labelmap)")
     if dim == 4 and size[3] == 1:
         img = img[:, :, :, 0]
     elif dim > 3:
