@@ -271,3 +271,28 @@ def test_prefetch_holds_one_scan_ahead_and_reports_errors_in_order():
         assert max(reading) == min(item.item + 1, 4), (item.item, reading)
         got.append((item.item, item.take(), item.error))
     assert got == [(0, 0, None), (1, 10, None), (2, None, "item 2 unreadable"), (3, 30, None), (4, 40, None)]
+
+
+def test_rerun_clears_what_a_killed_run_left_half_written(tmp_path, standin):
+    """A kill inside a scan's write leaves a3d.io's temporary folder (``.NAME.*.tmp``) and maybe a
+    ``batch.json`` temporary file: the rerun removes them, and only them."""
+    make_batch(tmp_path / "batch", n=2)
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "batch"), "--checkpoint", str(fake_checkpoint(tmp_path)), "--out", str(out),
+            "--slice", "2", *FAST]
+    assert main(argv) == 0
+    (out / ".s1.k2j3.tmp").mkdir()
+    (out / ".s1.k2j3.tmp" / "predictions.json").write_text("{")
+    (out / ".batch.x1y2.tmp.json").write_text("{")
+    (out / "notes.txt").write_text("mine")
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["batch.json", "candidates_luna16.csv", "notes.txt", "s0", "s1"]
+    assert [s["status"] for s in batch_doc(out)["scans"]] == ["skipped", "skipped"]
+
+
+def test_a_single_scan_is_refused_under_torchrun(tmp_path, standin, monkeypatch, capsys):
+    path, *_ = synthetic_nifti(tmp_path / "one.nii.gz")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["predict", str(path), "--checkpoint", "x.pt", "--out", str(tmp_path / "out")]) == 2
+    assert "torchrun shares the scans of a folder of scans" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

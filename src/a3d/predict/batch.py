@@ -134,6 +134,7 @@ def plan_batch(job: BatchJob) -> dict:
     check_batch_out(job.out, job.folder, job.overwrite)
     _clean_leftovers(job.out)
     precision = resolve_precision(job.settings.precision, job.settings.device)
+    loading.check_checkpoint_exists(job.checkpoint)
     common = common_record(job.checkpoint, settings_record(job.settings, precision, job.read, job.outputs))
     scans = [_plan_entry(e, n, job, common) for e, n in zip(entries, names)]
     return {"common": common, "names": names, "scans": [s.record() for s in scans]}
@@ -142,8 +143,8 @@ def plan_batch(job: BatchJob) -> dict:
 class _Worker:
     """One rank's scans: the model loaded once, each scan predicted into its folder."""
 
-    def __init__(self, job: BatchJob, ranks: Ranks):
-        self.job, self.ranks, self.plan = job, ranks, {}
+    def __init__(self, job: BatchJob, plan: dict, ranks: Ranks):
+        self.job, self.plan, self.ranks = job, plan, ranks
         device = str(resolve_device(job.settings.device, ranks.local_rank))
         self.settings = replace(job.settings, device=device)
         self.model, self.cfg = loading.load_predictor(job.checkpoint, device)
@@ -196,10 +197,11 @@ def run_batch(job: BatchJob, ranks: Ranks | None = None) -> list[ScanOutcome]:
     """Every scan of ``job.folder`` into ``job.out``, this rank's share of them (all in one process).
     Returns the batch's outcomes: on rank 0 every scan's, elsewhere the plan's."""
     ranks = ranks or Ranks.from_env()
-    worker = _Worker(job, ranks)  # a bad checkpoint fails here, before anything is written
-    plan = worker.plan = ranks.share(lambda: plan_batch(job))
+    plan = ranks.share(lambda: plan_batch(job))
     scans = [ScanOutcome.from_record(r) for r in plan["scans"]]
     todo = [i for i, s in enumerate(scans) if s.status == "pending"]
+    # the model only when there is work; a bad checkpoint fails here, before anything is written
+    worker = _Worker(job, plan, ranks) if todo else None
     summary = _Summary(job, scans, plan["names"], len(todo)) if ranks.is_main else None
     if summary is not None:
         summary.write()
