@@ -38,7 +38,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_predict import machine, random_checkpoint  # noqa: E402
+from bench_predict import append_result, machine, random_checkpoint  # noqa: E402
 
 CT = REPO / ".." / "shared" / "data" / "example_ct.nii.gz"
 
@@ -159,7 +159,6 @@ def main(argv=None) -> int:
         print(f"real CT not found: {CT}", file=sys.stderr)
         return 2
     from a3d.config import load_config, override_config
-    from a3d.io import write_text_atomic
 
     first = 56 - args.key_slices // 2
     slices = f"{first}:{first + args.key_slices}"
@@ -175,10 +174,7 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     text = report(walls, prefetch, n, args.key_slices, rounds, (loads[0], loads[1]))
     print(text)
-    out = Path(args.out)
-    header = "# a3d predict batch benchmark\n\nWritten by `benchmarks/bench_batch.py` (see its docstring); newest last.\n"
-    old = out.read_text() if out.is_file() else header
-    write_text_atomic(out, old.rstrip("\n") + "\n\n" + text)
+    append_result(Path(args.out), "a3d predict batch benchmark", "bench_batch.py", text)
     return 0
 
 

@@ -14,15 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-import SimpleITK as sitk
-
 from a3d.cli import main
+from a3d.errors import A3DError
 from a3d.predict import batch as B
 from a3d.predict import loading
 from a3d.predict.prefetch import prefetch
 from predict_runner import CFG
+from test_predict import standin  # noqa: F401 (the blob stand-in as the CLI's model)
 from test_predict_support import BlobDetector, phantom, synthetic_nifti, write_dicom_series
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,13 +43,6 @@ def fake_checkpoint(tmp_path: Path, content: bytes = b"stand-in weights") -> Pat
     path = tmp_path / "ckpt.pt"
     path.write_bytes(content)
     return path
-
-
-@pytest.fixture()
-def standin(monkeypatch):
-    model = BlobDetector()
-    monkeypatch.setattr(loading, "load_predictor", lambda checkpoint, device="cpu": (model, CFG))
-    return model
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -260,8 +251,6 @@ def test_prefetch_holds_one_scan_ahead_and_reports_errors_in_order():
     def read(i):
         reading.append(i)
         if i == 2:
-            from a3d.errors import A3DError
-
             raise A3DError(f"item {i} unreadable")
         return i * 10
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,26 +13,18 @@ import pytest
 import SimpleITK as sitk
 
 from a3d.cli import main
-from a3d.config import Config, DataConfig, ModelConfig
 from a3d.data import read_dl_info
 from a3d.data import scans as S
 from a3d.data.importer import ImportOptions, find_cases, import_volumes
 from a3d.errors import A3DError
-from a3d.predict import loading
 from test_data_import import lps_image, two_lesion_case
-from test_predict_support import BlobDetector, phantom, synthetic_nifti, write_dicom_series
-
-CFG = Config(name="blob-standin", model=ModelConfig(slices=3), data=DataConfig(size=128))
+from test_predict import standin  # noqa: F401 (the blob stand-in as the CLI's model)
+from test_predict_support import phantom, synthetic_nifti, write_dicom_series
 
 # file name -> SimpleITK's useCompression: every storage of one volume ITK writes
 # (detached headers: n.nhdr -> n.raw, nz.nhdr -> nz.raw.gz, m.mhd -> m.raw, mz.mhd -> mz.zraw)
 FORMATS = {"v.nii.gz": True, "v.nii": False, "v.nrrd": False, "vz.nrrd": True, "n.nhdr": False, "nz.nhdr": True,
            "v.mha": False, "vz.mha": True, "m.mhd": False, "mz.mhd": True}
-
-
-@pytest.fixture()
-def standin(monkeypatch):
-    monkeypatch.setattr(loading, "load_predictor", lambda checkpoint, device="cpu": (BlobDetector(), CFG))
 
 
 def write_formats(img, folder: Path, names=FORMATS) -> dict[str, Path]:

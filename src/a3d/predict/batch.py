@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
