@@ -148,17 +148,23 @@ class _Worker:
         self.settings = replace(job.settings, device=device)
         self.model, self.cfg = loading.load_predictor(job.checkpoint, device)
 
+    def read(self, index: int) -> tuple[dict, object, float]:
+        """(what scan ``index`` is made from, the scan, seconds reading it): the fingerprint is taken
+        before reading, so an input changed meanwhile is redone by the next run."""
+        entry = self.plan["scans"][index]["input"]
+        made = made_from(entry, self.plan["common"])
+        return (made, *read_input(entry, self.job.read))
+
     def run(self, got: Prefetched) -> ScanOutcome:
-        """Scan ``got.item`` of the plan, read ahead (``got``), predicted and written."""
+        """Scan ``got.item`` of the plan, read ahead (``got``: :meth:`read`), predicted and written."""
         planned, name = self.plan["scans"][got.item], self.plan["names"][got.item]
         entry, reason, rank = planned["input"], planned.get("reason"), self.ranks.rank if self.ranks.store else None
         try:
             if got.error is not None:
                 raise A3DError(got.error)
-            scan, read_s = got.take()
+            made, scan, read_s = got.take()
             outcome = predict_into(scan, self.job.out / name, self.model, self.cfg, self.settings, self.job.outputs,
-                                   checkpoint=self.job.checkpoint, read_s=read_s,
-                                   made_from=made_from(entry, self.plan["common"]),
+                                   checkpoint=self.job.checkpoint, read_s=read_s, made_from=made,
                                    progress=self.job.progress if self.ranks.is_main else None)
         except A3DError as e:
             log.error("%sa3d predict: %s", self.ranks.label(), e)
@@ -192,6 +198,19 @@ class _Summary:
         write_batch_summary(self.job.out, batch_document(self.job.folder, self.scans))
 
 
+def _work(worker: _Worker, todo: list[int], ranks: Ranks, summary: _Summary | None) -> None:
+    """This rank's loop: claim a scan, predict it while the next one is read, post its outcome."""
+
+    def take() -> int | None:
+        k = ranks.claim()
+        return todo[k] if k < len(todo) else None
+
+    for got in prefetch(take, worker.read):
+        ranks.post(got.item, worker.run(got).record())
+        if summary is not None:
+            summary.update(ranks.collect())
+
+
 def run_batch(job: BatchJob, ranks: Ranks | None = None) -> list[ScanOutcome]:
     """Every scan of ``job.folder`` into ``job.out``, this rank's share of them (all in one process).
     Returns the batch's outcomes: on rank 0 every scan's, elsewhere the plan's."""
@@ -204,15 +223,8 @@ def run_batch(job: BatchJob, ranks: Ranks | None = None) -> list[ScanOutcome]:
     summary = _Summary(job, scans, plan["names"], len(todo)) if ranks.is_main else None
     if summary is not None:
         summary.write()
-
-    def take() -> int | None:
-        k = ranks.claim()
-        return todo[k] if k < len(todo) else None
-
-    for got in prefetch(take, lambda i: read_input(scans[i].input, job.read)):
-        ranks.post(got.item, worker.run(got).record())
-        if summary is not None:
-            summary.update(ranks.collect())
+    if worker is not None:
+        _work(worker, todo, ranks, summary)
     ranks.finish()
     if summary is not None:
         while not ranks.all_finished():
