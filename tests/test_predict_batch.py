@@ -270,12 +270,15 @@ def test_rerun_clears_what_a_killed_run_left_half_written(tmp_path, standin):
     argv = ["predict", str(tmp_path / "batch"), "--checkpoint", str(fake_checkpoint(tmp_path)), "--out", str(out),
             "--slice", "2", *FAST]
     assert main(argv) == 0
-    (out / ".s1.k2j3.tmp").mkdir()
-    (out / ".s1.k2j3.tmp" / "predictions.json").write_text("{")
-    (out / ".batch.x1y2.tmp.json").write_text("{")
+    (out / ".s1.k2j3x8q1.tmp").mkdir()
+    (out / ".s1.k2j3x8q1.tmp" / "predictions.json").write_text("{")
+    (out / ".batch.x1y2_3w4.tmp.json").write_text("{")
+    (out / ".s0.ab12cd34.old").mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / ".mine.tmp").write_text("not a3d's")
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["batch.json", "candidates_luna16.csv", "notes.txt", "s0", "s1"]
+    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "batch.json", "candidates_luna16.csv", "notes.txt",
+                                                     "s0", "s1"]
     assert [s["status"] for s in batch_doc(out)["scans"]] == ["skipped", "skipped"]
 
 

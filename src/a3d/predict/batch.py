@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 BATCH_JSON = "batch.json"
 BATCH_FORMAT, BATCH_VERSION = "a3d-predict-batch", 2
 SKIPPED = "skipped (done, same input, checkpoint and settings)"
+_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp(\..+)?|old)$")
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,15 @@ def check_batch_out(out: Path, folder: Path, overwrite: bool) -> None:
 
 
 def _clean_leftovers(out: Path) -> None:
-    """Temporary files and folders a killed run left in ``out`` (a3d.io's ``.NAME.*.tmp*`` / ``.old``)."""
+    """Temporary files and folders a killed run left in ``out``: a3d.io's ``.NAME.XXXXXXXX.tmp[.suffix]``
+    and ``.NAME.XXXXXXXX.old`` (tempfile's 8 random characters)."""
     for p in out.iterdir() if out.is_dir() else []:
-        if p.name.startswith(".") and (".tmp" in p.name or p.name.endswith(".old")):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if not _LEFTOVER.match(p.name):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _plan_entry(entry: Path, name: str, job: BatchJob, common: dict) -> ScanOutcome:
