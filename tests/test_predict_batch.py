@@ -288,3 +288,25 @@ def test_a_single_scan_is_refused_under_torchrun(tmp_path, standin, monkeypatch,
     assert main(["predict", str(path), "--checkpoint", "x.pt", "--out", str(tmp_path / "out")]) == 2
     assert "torchrun shares the scans of a folder of scans" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_lets_the_scan_in_progress_finish(tmp_path):
+    """SIGTERM (what torchrun sends the other ranks when one dies, and `kill`) while a scan is in the
+    model: that scan is still written, then the batch stops with one line saying how to go on;
+    batch.json lists the rest pending. Fails if SIGTERM kills the process at once."""
+    make_batch(tmp_path / "batch", n=4)
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "batch"), "--checkpoint", str(fake_checkpoint(tmp_path)), "--out", str(out), *FAST]
+    env = dict(os.environ, A3D_TEST_FORWARD_S="0.25", PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]))
+    p = subprocess.Popen([sys.executable, str(RUNNER), *argv], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while len(_done_in(out)) < 1 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # s1 is in the model (6 key slices x 0.25 s)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("a3d predict: error:") and "stopped (SIGTERM) once the scan in progress was written" in last
+    assert [s["status"] for s in batch_doc(out)["scans"]] == ["done", "done", "pending", "pending"]
+    assert (out / "s1" / "record.json").is_file() and not (out / "s2").exists()

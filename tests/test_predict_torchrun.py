@@ -54,9 +54,9 @@ def test_two_ranks_share_the_scans_each_done_once(tmp_path, tiny_checkpoint):
 
 def test_a_killed_rank_leaves_its_scans_to_a_rerun(tmp_path):
     """2 ranks over 6 scans with a stand-in model sleeping 0.3 s per key slice; rank 1 is killed
-    (SIGKILL) once it has finished a scan, and torchrun stops the group. The same command again
-    skips exactly the scans whose folders are complete and does each of the others once; no scan
-    was done twice, batch.json lists all six."""
+    (SIGKILL) once it has finished a scan, and torchrun stops the group (SIGTERM: rank 0 writes the
+    scan it is on, then stops). The same command again skips exactly the scans whose folders are
+    complete and does each of the others once; no scan was done twice, batch.json lists all six."""
     names = make_batch(tmp_path / "batch", n=6, slices=4)
     out = tmp_path / "out"
     args = [str(REPO / "tests" / "predict_runner.py"), "predict", str(tmp_path / "batch"), "--checkpoint",
@@ -76,6 +76,7 @@ def test_a_killed_rank_leaves_its_scans_to_a_rerun(tmp_path):
         if p.poll() is None:
             stop(p)
     assert first.returncode != 0
+    assert "stopped (SIGTERM) once the scan in progress was written" in first.stderr  # rank 0, told by torchrun
     complete = [n for n in names if (out / n / "record.json").is_file()]
     assert 1 <= len(complete) < len(names), first.stderr[-3000:]
     assert all(len(r) == 1 for r in _done_lines(first.stderr).values())

@@ -11,19 +11,23 @@ done, skipped on a rerun while its record matches, shared among torchrun's ranks
   (:mod:`a3d.predict.prefetch`); a line per scan gives scans done / total and the ETA.
 - Under torchrun the ranks claim scans one at a time (:mod:`a3d.predict.ranks`); rank 0 plans,
   writes ``batch.json`` with what it knows after each of its scans, and for all at the end.
+- SIGTERM stops the batch once the scan in progress is written (a rerun does the rest).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import re
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from a3d import __version__
 from a3d.data.scans import scan_entries, scan_name
@@ -205,7 +209,24 @@ class _Summary:
         write_batch_summary(self.job.out, batch_document(self.job.folder, self.scans))
 
 
-def _work(worker: _Worker, todo: list[int], ranks: Ranks, summary: _Summary | None) -> None:
+@contextlib.contextmanager
+def _sigterm_after_current_scan() -> Iterator[Callable[[], bool]]:
+    """SIGTERM (``kill``, a scheduler's preemption, torchrun stopping the group after a rank died,
+    with 30 s of grace) lets the scan in progress be written, then stops the batch: yields the
+    question "was it asked to stop?". Only the main thread can take signals; elsewhere nothing changes."""
+    asked = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield asked.is_set
+        return
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: asked.set())
+    try:
+        yield asked.is_set
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _work(worker: _Worker, todo: list[int], ranks: Ranks, summary: _Summary | None,
+          stopped: Callable[[], bool]) -> None:
     """This rank's loop: claim a scan, predict it while the next one is read, post its outcome."""
 
     def take() -> int | None:
@@ -216,11 +237,14 @@ def _work(worker: _Worker, todo: list[int], ranks: Ranks, summary: _Summary | No
         ranks.post(got.item, worker.run(got).record())
         if summary is not None:
             summary.update(ranks.collect())
+        if stopped():
+            break
 
 
 def run_batch(job: BatchJob, ranks: Ranks | None = None) -> list[ScanOutcome]:
     """Every scan of ``job.folder`` into ``job.out``, this rank's share of them (all in one process).
-    Returns the batch's outcomes: on rank 0 every scan's, elsewhere the plan's."""
+    Returns the batch's outcomes: on rank 0 every scan's, elsewhere the plan's. A3DError after a
+    SIGTERM, once the scan in progress is written."""
     ranks = ranks or Ranks.from_env()
     plan = ranks.share(lambda: plan_batch(job))
     scans = [ScanOutcome.from_record(r) for r in plan["scans"]]
@@ -230,13 +254,17 @@ def run_batch(job: BatchJob, ranks: Ranks | None = None) -> list[ScanOutcome]:
     summary = _Summary(job, scans, plan["names"], len(todo)) if ranks.is_main else None
     if summary is not None:
         summary.write()
-    if worker is not None:
-        _work(worker, todo, ranks, summary)
-    ranks.finish()
-    if summary is not None:
-        while not ranks.all_finished():
+    with _sigterm_after_current_scan() as stopped:
+        if worker is not None:
+            _work(worker, todo, ranks, summary, stopped)
+        ranks.finish()
+        while summary is not None and not ranks.all_finished() and not stopped():
             time.sleep(POLL_S)
             summary.update(ranks.collect())
+    if summary is not None:
         summary.update(ranks.collect())
         summary.bar.close()
+    if stopped():
+        raise A3DError(f"{job.folder}: stopped (SIGTERM) once the scan in progress was written; the same command "
+                       f"again does the scans left (see {job.out / BATCH_JSON})")
     return scans

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
+import torch.distributed as dist
+
 from a3d.errors import A3DError
 
 POLL_S = 0.2  # how often a waiting rank looks at the store
@@ -52,8 +54,6 @@ class Ranks:
         rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         if world <= 1:
             return cls()
-        import torch.distributed as dist  # only under torchrun
-
         try:
             store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=_STORE_TIMEOUT))
         except (RuntimeError, ValueError) as e:
