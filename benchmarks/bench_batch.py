@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,20 +64,26 @@ def cli_variants(batch: Path, ckpt: Path, slices: str) -> dict[str, list[str]]:
     return {"1 process, 1 thread": cli, "1 process, 2 threads": cli, "torchrun, 2 processes x 1 thread": run}
 
 
-def timed_command(cmd: list[str], out: Path, threads: int) -> float:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_command(cmd: list[str], out: Path, threads: int) -> tuple[float, float]:
+    """(wall s, CPU s of the command and every process under it: torchrun waits for its workers)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO / "src")}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     res = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:6])} ... failed:\n{res.stderr[-3000:]}")
-    return wall
+    return wall, cpu
 
 
-def time_cli(batch: Path, ckpt: Path, slices: str, rounds: int, tmp: Path) -> dict[str, list[float]]:
+def time_cli(batch: Path, ckpt: Path, slices: str, rounds: int, tmp: Path) -> dict[str, list[tuple[float, float]]]:
     variants = cli_variants(batch, ckpt, slices)
     threads = {"1 process, 2 threads": 2}
-    walls: dict[str, list[float]] = {k: [] for k in [*variants, "rerun, every scan skipped (1 process)"]}
+    walls: dict[str, list[tuple[float, float]]] = {k: [] for k in [*variants, "rerun, every scan skipped (1 process)"]}
     for r in range(rounds):
         for i, (name, cmd) in enumerate(variants.items()):
             out = tmp / f"out_{r}_{i}"
@@ -124,19 +131,21 @@ def time_prefetch(batch: Path, ckpt: Path, slices: str, rounds: int, tmp: Path) 
     return walls
 
 
-def report(walls: dict[str, list[float]], prefetch: dict[str, list[float]], n: int, key_slices: int,
+def report(walls: dict[str, list[tuple[float, float]]], prefetch: dict[str, list[float]], n: int, key_slices: int,
            rounds: int, loads: tuple[float, float]) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    ref = statistics.median(walls["1 process, 1 thread"])
+    ref = statistics.median(w for w, _ in walls["1 process, 1 thread"])
     lines = [f"## {when}: {n} scans, {key_slices} key slices each, {rounds} rounds", "",
              f"Machine: {machine()}. Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f}.",
              "Scans: the real CT upsampled to 488 x 404 x 112 (23 MB .nii.gz); random-init tiny detector at 64 px; "
-             "wall time of the whole command (start, model loading, every scan), median of the rounds.", "",
-             "| variant | wall s (median) | all rounds | scans/min | vs 1 process, 1 thread |",
-             "| --- | ---: | --- | ---: | ---: |"]
-    for name, w in walls.items():
-        m = statistics.median(w)
-        lines.append(f"| {name} | {m:.1f} | {', '.join(f'{v:.1f}' for v in w)} | {60 * n / m:.1f} | {ref / m:.2f}x |")
+             "wall time of the whole command (start, model loading, every scan), median of the rounds; CPU: user + "
+             "system seconds of the command and its workers (median).", "",
+             "| variant | wall s (median) | all rounds | scans/min | vs 1 process, 1 thread | CPU s |",
+             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for name, runs in walls.items():
+        m, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+        lines.append(f"| {name} | {m:.1f} | {', '.join(f'{w:.1f}' for w, _ in runs)} | {60 * n / m:.1f} | "
+                     f"{ref / m:.2f}x | {cpu:.1f} |")
     lines += ["", "The background read (in one process, 1 thread, `run_batch` alone: no process start):", "",
               "| loop | wall s (median) | all rounds | scans/min | gain |", "| --- | ---: | --- | ---: | ---: |"]
     seq = statistics.median(prefetch["sequential reads"])
