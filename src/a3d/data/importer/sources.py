@@ -1,10 +1,10 @@
 """Finding the image/label pairs of a source folder (the naming rules of ``a3d data import``).
 
-Layouts, tried in this order:
-
 Images and labels are volume files (NIfTI ``.nii.gz``/``.nii``, NRRD ``.nrrd``/``.nhdr``, MetaImage
 ``.mha``/``.mhd``: :data:`a3d.data.scans.VOLUME_SUFFIXES`), in any mix; an image may also be a DICOM
 series folder; a label may be 3D Slicer's ``X.seg.nrrd``. ``X`` below is the name without that suffix.
+
+Layouts, tried in this order:
 
 1. ``SRC/dataset.json`` with a ``training`` list (Medical Segmentation Decathlon): its
    ``{"image", "label"}`` pairs, paths relative to SRC.

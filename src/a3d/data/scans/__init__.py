@@ -27,8 +27,8 @@ import os
 from typing import Sequence
 
 from a3d.data.scans.dicom import SeriesInfo, list_dicom_series, read_dicom_series
-from a3d.data.scans.files import (NIFTI_SUFFIXES, SLICER_SEG_SUFFIX, VOLUME_SUFFIXES, classify_input, is_nifti,
-                                  scan_entries, scan_name, volume_kind, volume_stem)
+from a3d.data.scans.files import (SLICER_SEG_SUFFIX, VOLUME_SUFFIXES, classify_input, scan_entries, scan_name,
+                                  volume_kind, volume_stem)
 from a3d.data.scans.geometry import CANONICAL, Scan
 from a3d.data.scans.itk_headers import volume_files
 from a3d.data.scans.png import DL_PNG_OFFSET, parse_spacing, read_deeplesion_png
@@ -36,8 +36,8 @@ from a3d.data.scans.volume import read_volume
 from a3d.errors import A3DError
 
 __all__ = [
-    "CANONICAL", "DL_PNG_OFFSET", "NIFTI_SUFFIXES", "SLICER_SEG_SUFFIX", "Scan", "SeriesInfo", "VOLUME_SUFFIXES",
-    "classify_input", "is_nifti", "list_dicom_series", "parse_spacing", "read_deeplesion_png", "read_dicom_series",
+    "CANONICAL", "DL_PNG_OFFSET", "SLICER_SEG_SUFFIX", "Scan", "SeriesInfo", "VOLUME_SUFFIXES",
+    "classify_input", "list_dicom_series", "parse_spacing", "read_deeplesion_png", "read_dicom_series",
     "read_scan", "read_volume", "scan_entries", "scan_name", "volume_files", "volume_kind", "volume_stem",
 ]
 

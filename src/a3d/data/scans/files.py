@@ -14,18 +14,12 @@ from pathlib import Path
 
 from a3d.errors import A3DError
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # the volume files ITK reads, by kind (the Scan.kind their reader gives them); .nhdr/.mhd: detached headers
 VOLUME_KINDS = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".nhdr": "nrrd", ".mha": "metaimage",
                 ".mhd": "metaimage"}
 VOLUME_SUFFIXES = tuple(VOLUME_KINDS)
 SLICER_SEG_SUFFIX = ".seg.nrrd"  # 3D Slicer's segmentation file: a label map, not a CT
 _DICOM_PROBE = 50  # files looked at per folder when telling whether it holds DICOM
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    name = str(path).lower()
-    return name.endswith(NIFTI_SUFFIXES)
 
 
 def volume_kind(path: str | os.PathLike) -> str | None:
