@@ -57,6 +57,15 @@ def machine() -> str:
     return s
 
 
+def append_result(out: Path, title: str, script: str, text: str) -> None:
+    """``text`` appended to the results file ``out`` (created with its header), atomically."""
+    from a3d.io import write_text_atomic
+
+    header = f"# {title}\n\nWritten by `benchmarks/{script}` (see its docstring); newest last.\n"
+    old = out.read_text() if out.is_file() else header
+    write_text_atomic(out, old.rstrip("\n") + "\n\n" + text)
+
+
 def random_checkpoint(cfg, path: Path) -> Path:
     """A random-init detector for ``cfg`` saved as an ``a3d train`` checkpoint (for timing only)."""
     from a3d.config import config_to_dict
@@ -374,12 +383,7 @@ def main(argv=None) -> int:
     loads.append(os.getloadavg()[0])
     text = report(args, levers, batching, pipe, par, source, tuple(loads))
     print(text)
-    out = Path(args.out)
-    header = "# a3d predict benchmark\n\nWritten by `benchmarks/bench_predict.py` (see its docstring); newest last.\n"
-    old = out.read_text() if out.is_file() else header
-    from a3d.io import write_text_atomic
-
-    write_text_atomic(out, old.rstrip("\n") + "\n\n" + text)
+    append_result(Path(args.out), "a3d predict benchmark", "bench_predict.py", text)
     return 0
 
 

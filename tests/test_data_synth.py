@@ -99,7 +99,7 @@ def test_synth_nifti_volumes_labels_and_orientation(tmp_path):
     anatomy, or a label is painted where its structure is not."""
     import SimpleITK as sitk
 
-    from a3d.data.scans import read_nifti
+    from a3d.data.scans import read_volume
     from a3d.data.synth.nifti import generate_nifti
 
     a = generate_nifti(tmp_path / "a", 6, seed=5, size=64)
@@ -108,10 +108,10 @@ def test_synth_nifti_volumes_labels_and_orientation(tmp_path):
     for name in ("imagesTr/case_003.nii.gz", "labelsTr/case_003.nii.gz", "dataset.json"):
         assert filecmp.cmp(a / name, tmp_path / "c" / name, shallow=False)
     for i in range(1, 7):
-        ras, lps = (read_nifti(r / "imagesTr" / f"case_{i:03d}.nii.gz") for r in (a, b))
+        ras, lps = (read_volume(r / "imagesTr" / f"case_{i:03d}.nii.gz") for r in (a, b))
         assert ras.original_orientation == "RAS" and lps.original_orientation == "LPS"
         np.testing.assert_array_equal(ras.hu, lps.hu)
-        lab = read_nifti(a / "labelsTr" / f"case_{i:03d}.nii.gz").hu
+        lab = read_volume(a / "labelsTr" / f"case_{i:03d}.nii.gz").hu
         vessel = (lab == 2).any((1, 2))
         assert vessel.all() or not vessel.any()
         cc = sitk.ConnectedComponent(sitk.GetImageFromArray((lab == 1).astype(np.uint8)), True)

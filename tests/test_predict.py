@@ -221,11 +221,13 @@ def test_cli_batch_folder(tmp_path, standin, capsys):
     write_dicom_series(batch / "b_dicom", phantom((6, 40, 40)))
     write_dicom_series(batch / "c_mr", phantom((6, 40, 40)), modality="MR")
     out = tmp_path / "out"
-    rc = main(["predict", str(batch), "--checkpoint", "x.pt", "--out", str(out)])
+    ckpt = tmp_path / "x.pt"  # the stand-in ignores it; a batch records its content's hash
+    ckpt.write_bytes(b"stand-in weights")
+    rc = main(["predict", str(batch), "--checkpoint", str(ckpt), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "1 of 3 scans failed" in err and "Modality is MR" in err
     summary = json.loads((out / "batch.json").read_text())
-    assert [s["status"] for s in summary["scans"]] == ["ok", "ok", "error"]
+    assert [s["status"] for s in summary["scans"]] == ["done", "done", "failed"]
     assert (out / "a" / "predictions.json").is_file() and (out / "b_dicom" / "predictions.json").is_file()
     assert not (out / "c_mr").exists()
 

@@ -281,7 +281,9 @@ def test_dicom_flag_needs_dicom_input_and_handles_no_findings(tmp_path, standin,
                           "--dicom writes DICOM SEG/SR")
     write_slices(tmp_path / "batch" / "ct", phantom((5, 24, 24)))
     synthetic_nifti(tmp_path / "batch" / "n.nii.gz")
-    assert main(["predict", str(tmp_path / "batch"), "--checkpoint", "c.pt", "--out", str(out), "--dicom", "--no-html"]) == 0
+    (tmp_path / "c.pt").write_bytes(b"stand-in")  # the stand-in ignores it; a batch records its content's hash
+    assert main(["predict", str(tmp_path / "batch"), "--checkpoint", str(tmp_path / "c.pt"), "--out", str(out), "--dicom",
+                 "--no-html"]) == 0
     ct = json.loads((out / "ct" / "predictions.json").read_text())
     assert ct["candidates"] == [] and ct["files"]["dicom_seg"] is None and ct["files"]["dicom_sr"] is None
     assert not (out / "ct" / "dicom").exists() and any("no candidates: no DICOM SEG/SR" in w for w in ct["warnings"])

@@ -5,14 +5,8 @@ Each launch runs under a time limit; a hang is stopped (launcher and workers) an
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,50 +14,15 @@ import torch
 from a3d.data import DeepLesionDataset
 from a3d.engine.checkpoint import load_checkpoint
 from fixtures_train import small_overrides
+from torchrun_support import finish, launch
 
 LIMIT_S = 240  # a healthy launch takes ~10-40 s on 2 busy cores
 
 
-def _descendants(pid: int) -> list[int]:
-    """Process ids under ``pid`` (from /proc): torchrun's workers run in sessions of their own."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _torchrun(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+def _torchrun(tmp, *args: str):
     """``torchrun --nproc_per_node 2 -m a3d.cli train ARGS`` (CONFIG and overrides first, then flags);
     after LIMIT_S the launcher and its workers are stopped and the test fails."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "a3d.cli", "train", *args, "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    out, err = tmp / "stdout.txt", tmp / "stderr.txt"  # files, not pipes: a hung worker keeps pipes open
-    with open(out, "w") as fo, open(err, "w") as fe:
-        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
-        try:
-            p.wait(timeout=LIMIT_S)
-        except subprocess.TimeoutExpired:
-            workers = _descendants(p.pid)
-            p.terminate()  # torchrun stops its workers on SIGTERM
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-            for pid in workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            pytest.fail(f"torchrun hung (stopped after {LIMIT_S} s); stderr tail:\n{err.read_text()[-2000:]}")
-    return subprocess.CompletedProcess(cmd, p.returncode, out.read_text(), err.read_text())
+    return finish(*launch(tmp, ["-m", "a3d.cli", "train"], *args, "--no-progress"), LIMIT_S)
 
 
 def _validations(start: int, total: int, per_epoch: int) -> list[int]:

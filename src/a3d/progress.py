@@ -20,14 +20,15 @@ class Progress:
     """``update(n)``, ``set_postfix(**values)``, ``set_total(n)``, ``write(message)``, ``close()``.
 
     ``enabled=False``: silent (messages from :meth:`write` still go to ``stream``). ``stream``:
-    stderr by default; whether it is a terminal decides bar or lines.
+    stderr by default; whether it is a terminal decides bar or lines. ``every_update``: a line at
+    every update instead of about every 10 % (few, long steps: the scans of a batch).
     """
 
     def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, enabled: bool = True,
-                 stream: Optional[TextIO] = None):
+                 stream: Optional[TextIO] = None, every_update: bool = False):
         self.stream = stream or sys.stderr
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
-        self.enabled, self.postfix = enabled, ""
+        self.enabled, self.postfix, self.every_update = enabled, "", every_update
         self.bar = None
         if enabled and self.stream.isatty():
             from tqdm import tqdm  # imported for terminals only
@@ -45,7 +46,8 @@ class Progress:
             self.bar.update(n)
         elif self.enabled:
             now = time.monotonic()
-            if self._decile(self.n) != self._last_decile or now - self._last_t >= LINE_EVERY_S or self.n == self.total:
+            if (self.every_update or self._decile(self.n) != self._last_decile or now - self._last_t >= LINE_EVERY_S
+                    or self.n == self.total):
                 self._line(now)
 
     def _line(self, now: float) -> None:

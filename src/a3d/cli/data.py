@@ -67,10 +67,12 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _add_import(sub) -> None:
-    i = sub.add_parser("import", help="labelled volumes (NIfTI, DICOM + NIfTI label) -> a DeepLesion-format root",
+    i = sub.add_parser("import", help="labelled volumes (NIfTI, NRRD, MetaImage, DICOM + a label volume) -> a "
+                       "DeepLesion-format root",
                        description="Import labelled CT volumes as a DeepLesion-format root (docs/data.md). SRC: "
                        "imagesTr/ + labelsTr/ (MSD, optional dataset.json), images/ + labels/ (equal names), or "
-                       "pairs X.nii.gz + X_seg.nii.gz (or _label, _labels, _mask).")
+                       "pairs X.nii.gz + X_seg.nii.gz (or _label, _labels, _mask; X.seg.nrrd). Volume files: "
+                       ".nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, in any mix.")
     i.add_argument("src", type=Path, help="folder of image/label pairs")
     i.add_argument("--out", type=Path, required=True, help="DeepLesion-format root to write (resumable)")
     i.add_argument("--labels", default=None, help="lesion label values, e.g. 1,2 (default: every non-zero value)")

@@ -1,4 +1,4 @@
-"""``a3d predict``: detect lesions in CT scans (DICOM series, NIfTI, DeepLesion PNG) with a trained checkpoint."""
+"""``a3d predict``: detect lesions in CT scans (DICOM series, NIfTI, NRRD, MetaImage, DeepLesion PNG) with a trained checkpoint."""
 
 from __future__ import annotations
 
@@ -19,17 +19,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "predict",
         help="detect lesions in CT scans with a trained checkpoint",
         description=(
-            "Detect lesions in a CT scan: a DICOM series folder, a NIfTI file (.nii/.nii.gz), a DeepLesion "
-            "PNG series folder, or a folder of such scans (batch: one sub-folder of --out per scan). "
+            "Detect lesions in a CT scan: a DICOM series folder, a volume file (NIfTI .nii/.nii.gz, NRRD "
+            ".nrrd/.nhdr, MetaImage .mha/.mhd), a DeepLesion PNG series folder, or a folder of such scans "
+            "(batch: one sub-folder of --out per scan, each written as soon as it is done; the same command "
+            "again skips the scans already done with the same input, checkpoint and settings; under "
+            "torchrun --nproc_per_node N the N processes share the scans). "
             "Writes predictions.json, detections.csv, candidates.csv, overlays/, report.html, slicer/ markups and "
             "optionally labels.nii.gz and (DICOM input) a DICOM SEG and SR. "
             "See docs/predict.md."
         ),
     )
-    p.add_argument("input", help="DICOM folder, .nii/.nii.gz file, DeepLesion PNG folder, or folder of scans")
+    p.add_argument("input", help="DICOM folder, volume file (.nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd), DeepLesion "
+                   "PNG folder, or folder of scans")
     p.add_argument("--checkpoint", help="checkpoint written by `a3d train` (config inside); required unless --list-series")
-    p.add_argument("--out", help="output folder (written atomically); required unless --list-series")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--out", help="output folder (a single scan's is written atomically, a batch's scan by scan); "
+                   "required unless --list-series")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out; for a batch: redo every "
+                   "scan instead of skipping those already done")
     p.add_argument("--series", metavar="UID", help="DICOM SeriesInstanceUID to use (default: the series with most files)")
     p.add_argument("--list-series", action="store_true", help="list every DICOM series under INPUT (any depth, or its "
                    "DICOMDIR): UID, files, modality, description, folder; then exit")

@@ -13,7 +13,9 @@ Data flow, one module per arrow (docs/predict.md describes each step for users):
                           report (HTML)
 
 ``run.predict_input`` strings these together for the command line, with the checkpoint loaded by
-``loading.load_predictor`` (a typed :class:`a3d.config.Config` travels with the model from there on).
+``loading.load_predictor`` (a typed :class:`a3d.config.Config` travels with the model from there on);
+``scan_job.predict_into`` is one scan into a folder with a loaded model, ``batch.run_batch`` a folder
+of scans (resumable: ``resume``; read ahead: ``prefetch``; shared among torchrun's ranks: ``ranks``).
 """
 
 from a3d.predict.candidates import candidate_info, group_candidates
@@ -24,12 +26,14 @@ from a3d.predict.measurements import diameters
 from a3d.predict.outputs import OutputOptions, write_outputs
 from a3d.predict.records import CANDIDATE_COLUMNS, DETECTION_COLUMNS, detection_record, result_dict
 from a3d.predict.results import Candidate, Detection, PredictionResult, PredictSettings
-from a3d.predict.run import PredictRun, ReadOptions, ScanOutcome, list_series, predict_input
+from a3d.predict.batch import BatchJob, run_batch, write_batch_summary
+from a3d.predict.run import PredictRun, list_series, predict_input
+from a3d.predict.scan_job import ReadOptions, ScanOutcome, predict_into, read_input
 
 __all__ = [
-    "CANDIDATE_COLUMNS", "Candidate", "ContextBuilder", "DETECTION_COLUMNS", "Detection", "InplaneFit",
+    "BatchJob", "CANDIDATE_COLUMNS", "Candidate", "ContextBuilder", "DETECTION_COLUMNS", "Detection", "InplaneFit",
     "OutputOptions", "PredictRun", "PredictSettings", "PredictionResult", "ReadOptions", "ScanOutcome",
     "canonical_to_original_slices", "candidate_info", "check_device", "detection_record", "diameters",
-    "group_candidates", "key_slices", "list_series", "load_predictor", "predict_input", "predict_scan",
-    "result_dict", "run_model", "write_outputs",
+    "group_candidates", "key_slices", "list_series", "load_predictor", "predict_input", "predict_into",
+    "predict_scan", "read_input", "result_dict", "run_batch", "run_model", "write_batch_summary", "write_outputs",
 ]

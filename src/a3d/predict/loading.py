@@ -34,13 +34,17 @@ def check_device(device: str) -> None:
         raise A3DError(f"--device {device!r}: expected cpu or cuda[:N]")
 
 
+def check_checkpoint_exists(checkpoint: str | os.PathLike) -> None:
+    if not os.path.exists(checkpoint):
+        raise A3DError(f"{checkpoint}: checkpoint not found (expected an 'a3d train' checkpoint file or an "
+                       "'a3d export' folder)")
+
+
 def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Config]:
     """(detector in eval mode on ``device``, its training Config) from an ``a3d train`` checkpoint
     file or an ``a3d export`` folder (:func:`a3d.engine.evaluate.load_model`: ``torch.load(weights_only=True)``
     or safetensors)."""
-    if not os.path.exists(checkpoint):
-        raise A3DError(f"{checkpoint}: checkpoint not found (expected an 'a3d train' checkpoint file or an "
-                       "'a3d export' folder)")
+    check_checkpoint_exists(checkpoint)
     try:
         return load_model(checkpoint, device)
     except A3DError:

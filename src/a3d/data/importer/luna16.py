@@ -7,10 +7,11 @@
 - ``luna16/seriesuids_<split>.csv``: the split's scans, one per line (``--scans``);
 - ``volumes/<split>/``: a symbolic link to each source image of the split (a copy where links are
   not allowed), named as the source, so that ``a3d predict volumes/test`` gives each scan the
-  seriesuid the annotations use.
+  seriesuid the annotations use; a detached header (``.nhdr``, ``.mhd``) brings the links of its
+  data files, at the same place relative to it.
 
 The seriesuid is the rule of ``a3d predict``'s ``candidates_luna16.csv``: the DICOM
-SeriesInstanceUID, else the scan name (the NIfTI file name without ``.nii``/``.nii.gz``).
+SeriesInstanceUID, else the scan name (the volume file name without ``.nii.gz``, ``.nrrd``, ...).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from a3d.data.importer.plan import SPLIT_NAMES
+from a3d.data.scans import volume_files, volume_kind
 from a3d.io import atomic_dir, write_text_atomic
 
 COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
@@ -61,6 +63,18 @@ def _link(src: Path, dst: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def _link_data_files(header: Path, folder: Path) -> None:
+    """The data files of a detached header, linked where the header's relative names find them
+    (absolute names, or names leading out of the header's folder, need no link: they still resolve
+    or cannot be mirrored)."""
+    for data in volume_files(header, volume_kind(header))[1:]:
+        rel = Path(os.path.relpath(data, header.parent))
+        if not rel.parts or rel.parts[0] == ".." or (folder / rel).exists():
+            continue
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        _link(data, folder / rel)
+
+
 def link_volumes(root: Path, records: Sequence[dict]) -> None:
     """``root/volumes/<split>/`` holding each case's source image (``image``), replaced whole."""
     with atomic_dir(root / "volumes") as tmp:
@@ -71,3 +85,4 @@ def link_volumes(root: Path, records: Sequence[dict]) -> None:
                 if r["split"] == code:
                     src = Path(r["image"])
                     _link(src, folder / src.name)
+                    _link_data_files(src, folder)

@@ -27,6 +27,7 @@ from a3d.data.importer.plan import SPLIT_NAMES, Placement, plan_cases
 from a3d.data.importer.series import DEFAULT_CONTEXT_MM, finding, lesion_row, slices_to_write, write_series
 from a3d.data.importer.sources import Case, find_cases
 from a3d.data.importer.volumes import read_case
+from a3d.data.scans import volume_files, volume_kind
 from a3d.errors import A3DError
 from a3d.io import write_text_atomic
 
@@ -65,12 +66,19 @@ def _stat(path: Path) -> list[int]:
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
+def _data_stats(path: Path) -> list[list[int]]:
+    """Sizes and times of the data files a detached header (.nhdr, .mhd) names; [] for other inputs."""
+    return [_stat(p) for p in volume_files(path, volume_kind(path))[1:]]
+
+
 def _record_key(case: Case, place: Placement, opts: ImportOptions) -> dict:
     """What a case's outputs depend on: a record with another key is redone."""
-    return {"format": RECORD_FORMAT, "image": str(case.image.resolve()), "label": str(case.label.resolve()),
-            "image_stat": _stat(case.image), "label_stat": _stat(case.label),
-            "labels": None if opts.labels is None else list(opts.labels), "min_size_mm3": opts.min_size_mm3,
-            "context_mm": opts.context_mm, "series_dir": place.series_dir}
+    key = {"format": RECORD_FORMAT, "image": str(case.image.resolve()), "label": str(case.label.resolve()),
+           "image_stat": _stat(case.image), "label_stat": _stat(case.label),
+           "labels": None if opts.labels is None else list(opts.labels), "min_size_mm3": opts.min_size_mm3,
+           "context_mm": opts.context_mm, "series_dir": place.series_dir}
+    data = {k: _data_stats(p) for k, p in (("image_data_stat", case.image), ("label_data_stat", case.label))}
+    return {**key, **{k: v for k, v in data.items() if v}}  # absent for one-file volumes: older records still match
 
 
 def _record_path(root: Path, case: Case) -> Path:

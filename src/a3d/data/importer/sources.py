@@ -1,15 +1,19 @@
 """Finding the image/label pairs of a source folder (the naming rules of ``a3d data import``).
 
+Images and labels are volume files (NIfTI ``.nii.gz``/``.nii``, NRRD ``.nrrd``/``.nhdr``, MetaImage
+``.mha``/``.mhd``: :data:`a3d.data.scans.VOLUME_SUFFIXES`), in any mix; an image may also be a DICOM
+series folder; a label may be 3D Slicer's ``X.seg.nrrd``. ``X`` below is the name without that suffix.
+
 Layouts, tried in this order:
 
 1. ``SRC/dataset.json`` with a ``training`` list (Medical Segmentation Decathlon): its
    ``{"image", "label"}`` pairs, paths relative to SRC.
-2. ``SRC/imagesTr/`` + ``SRC/labelsTr/`` (MSD without dataset.json, nnU-Net): label ``X.nii.gz``
-   pairs with image ``X.nii.gz`` or ``X_0000.nii.gz`` (nnU-Net's first channel).
-3. ``SRC/images/`` + ``SRC/labels/``: equal names (label ``X.nii.gz`` for image ``X.nii.gz``, or
-   for the DICOM series folder ``images/X/``).
+2. ``SRC/imagesTr/`` + ``SRC/labelsTr/`` (MSD without dataset.json, nnU-Net): label ``X``
+   pairs with image ``X`` or ``X_0000`` (nnU-Net's first channel).
+3. ``SRC/images/`` + ``SRC/labels/``: equal names (label ``X.nii.gz`` or ``X.seg.nrrd`` for image
+   ``X.nrrd``, or for the DICOM series folder ``images/X/``).
 4. A flat folder of pairs: image ``X.nii.gz`` (or DICOM folder ``X/``) with label
-   ``X_seg.nii.gz``, ``X_label.nii.gz``, ``X_labels.nii.gz`` or ``X_mask.nii.gz`` (``.nii`` too).
+   ``X_seg``, ``X_label``, ``X_labels``, ``X_mask`` or ``X.seg.nrrd`` (``X_seg.nii.gz``, ``X_mask.mha``, ...).
 
 An image without a label (or a label without an image) is not imported and is reported by name.
 A case is named after its image (:func:`a3d.data.scans.scan_name`: ``X`` for ``X.nii.gz``), the
@@ -23,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from a3d.data.scans import is_nifti, scan_name
+from a3d.data.scans import SLICER_SEG_SUFFIX, scan_name, volume_kind, volume_stem
 from a3d.errors import A3DError
 
 LABEL_SUFFIXES = ("_seg", "_label", "_labels", "_mask")
@@ -33,7 +37,7 @@ __all__ = ["Case", "LABEL_SUFFIXES", "find_cases"]
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled volume: ``image`` (NIfTI file or DICOM series folder) and ``label`` (NIfTI)."""
+    """One labelled volume: ``image`` (volume file or DICOM series folder) and ``label`` (volume file)."""
 
     name: str
     image: Path
@@ -47,13 +51,17 @@ def _entries(folder: Path) -> list[Path]:
         raise A3DError(f"{folder}: folder cannot be read ({e.strerror or e})") from None
 
 
+def _is_slicer_seg(path: Path) -> bool:
+    return path.name.lower().endswith(SLICER_SEG_SUFFIX)
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_dir() or (volume_kind(path) is not None and not _is_slicer_seg(path))
+
+
 def _stem(path: Path) -> str:
-    """The name without .nii/.nii.gz (unsanitised: pairing compares file names)."""
-    name = path.name
-    for suf in (".nii.gz", ".nii"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return name
+    """The name without its volume suffix, ``.seg.nrrd`` included (unsanitised: pairing compares file names)."""
+    return path.name[: -len(SLICER_SEG_SUFFIX)] if _is_slicer_seg(path) else volume_stem(path)
 
 
 def _from_dataset_json(src: Path, path: Path) -> tuple[list[Case], list[str]]:
@@ -76,9 +84,9 @@ def _from_dataset_json(src: Path, path: Path) -> tuple[list[Case], list[str]]:
 
 def _pair_by_name(images: Path, labels: Path, channel_suffix: bool) -> tuple[list[Case], list[str]]:
     """Cases of images/ + labels/ folders whose names agree (``X_0000`` allowed when ``channel_suffix``)."""
-    by_stem = {_stem(p): p for p in _entries(images) if is_nifti(p) or p.is_dir()}
+    by_stem = {_stem(p): p for p in _entries(images) if _is_image(p)}
     cases, notes, used = [], [], set()
-    for label in (p for p in _entries(labels) if is_nifti(p)):
+    for label in (p for p in _entries(labels) if volume_kind(p) is not None):
         stem = _stem(label)
         key = stem if stem in by_stem else f"{stem}_0000" if channel_suffix and f"{stem}_0000" in by_stem else None
         if key is None:
@@ -96,21 +104,24 @@ def _flat_pairs(src: Path) -> tuple[list[Case], list[str]]:
     labels = {}
     for p in entries:
         stem = _stem(p)
+        if _is_slicer_seg(p):
+            labels[stem] = p
         for suf in LABEL_SUFFIXES:
-            if is_nifti(p) and stem.endswith(suf) and len(stem) > len(suf):
+            if volume_kind(p) is not None and stem.endswith(suf) and len(stem) > len(suf):
                 labels[stem[: -len(suf)]] = p
     label_files = set(labels.values())
     cases, notes = [], []
     for p in entries:
-        if p in label_files or not (is_nifti(p) or p.is_dir()):
+        if p in label_files or not _is_image(p):
             continue
         label = labels.pop(_stem(p), None)
         if label is not None:
             cases.append(Case(scan_name(p), p, label))
-        elif is_nifti(p):
-            notes.append(f"{p}: no label file {_stem(p)}{{{','.join(LABEL_SUFFIXES)}}}.nii.gz beside it; "
-                         "image not imported")
-    notes += [f"{p}: no image {stem}.nii.gz beside this label; label not imported" for stem, p in labels.items()]
+        elif volume_kind(p) is not None:
+            notes.append(f"{p}: no label file {_stem(p)}{{{','.join(LABEL_SUFFIXES)}}}.nii.gz (or .nrrd, .mha, "
+                         f"{_stem(p)}.seg.nrrd, ...) beside it; image not imported")
+    notes += [f"{p}: no image {stem}.nii.gz (or .nrrd, .mha, ...) beside this label; label not imported"
+              for stem, p in labels.items()]
     return cases, notes
 
 
@@ -121,7 +132,7 @@ def find_cases(src: str | os.PathLike) -> tuple[list[Case], list[str]]:
     src = Path(src)
     if not src.is_dir():
         raise A3DError(f"{src}: not a folder (expected imagesTr/ + labelsTr/, images/ + labels/, or image/label "
-                       "NIfTI pairs such as X.nii.gz + X_seg.nii.gz)")
+                       "pairs such as X.nii.gz + X_seg.nii.gz or X.nrrd + X.seg.nrrd)")
     if (src / "dataset.json").is_file():
         cases, notes = _from_dataset_json(src, src / "dataset.json")
     elif (src / "imagesTr").is_dir() and (src / "labelsTr").is_dir():
@@ -132,7 +143,7 @@ def find_cases(src: str | os.PathLike) -> tuple[list[Case], list[str]]:
         cases, notes = _flat_pairs(src)
     if not cases:
         raise A3DError(f"{src}: no image/label pair found (expected imagesTr/ + labelsTr/, images/ + labels/, or "
-                       f"X.nii.gz + X_seg.nii.gz pairs; {len(notes)} unpaired file(s))")
+                       f"X.nii.gz + X_seg.nii.gz pairs (.nrrd, .mha, ... too); {len(notes)} unpaired file(s))")
     cases.sort(key=lambda c: c.name)
     names = [c.name for c in cases]
     dup = sorted({n for n in names if names.count(n) > 1})

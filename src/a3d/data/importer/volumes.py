@@ -1,7 +1,8 @@
 """Reading one case: the image and its label volume on the same canonical (LPS) grid, checked.
 
-Both files go through :func:`a3d.data.scans.read_scan` / :func:`a3d.data.scans.read_nifti`, so the
-label is re-oriented by the very code that orients the image (and that ``a3d predict`` uses).
+Both files go through :func:`a3d.data.scans.read_scan` / :func:`a3d.data.scans.read_volume`, so the
+label is re-oriented by the very code that orients the image (and that ``a3d predict`` uses), in
+whichever volume format each is stored.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from a3d.data.importer.sources import Case
-from a3d.data.scans import Scan, read_nifti, read_scan
+from a3d.data.scans import Scan, read_scan, read_volume
 from a3d.errors import A3DError
 
 # geometry agreement between image and label: relative spacing, origin (mm), direction cosines
@@ -67,11 +68,12 @@ def read_case(case: Case) -> tuple[Scan, np.ndarray]:
     negative labels, non-square in-plane pixels.
     """
     image = read_scan(case.image)
-    if image.kind not in ("nifti", "dicom"):
-        raise A3DError(f"{case.image}: expected a NIfTI file or a DICOM series folder, got a {image.kind} input")
+    if image.kind == "deeplesion-png":
+        raise A3DError(f"{case.image}: expected a volume file (NIfTI, NRRD, MetaImage) or a DICOM series folder, "
+                       f"got a {image.kind} input")
     if not case.label.is_file():
         raise A3DError(f"{case.label}: label file not found")
-    label = read_nifti(case.label)
+    label = read_volume(case.label)
     _check_same_grid(image, label, case)
     sx, sy, _sz = image.spacing
     if abs(sx - sy) > _SQUARE_RTOL * max(sx, sy):

@@ -1,11 +1,12 @@
-"""Reading whole CT scans for inference: DICOM series, NIfTI files, DeepLesion PNG series.
+"""Reading whole CT scans for inference: DICOM series, volume files (NIfTI, NRRD, MetaImage), DeepLesion PNG series.
 
 Every reader returns a :class:`Scan`: the volume in Hounsfield units brought to one canonical
 axial orientation, plus the geometry needed to map anything found in it back to the input file
 (voxel indices) and to the patient (physical LPS millimetres, as ITK and DICOM use). Modules:
-``files`` (which kind of input a path is), ``geometry`` (:class:`Scan`), ``dicom``, ``nifti``,
+``files`` (which kind of input a path is), ``geometry`` (:class:`Scan`), ``dicom``, ``volume``,
 ``png`` (the readers; ``dicom_files`` and ``dicom_series`` read and check a DICOM folder's
-headers and place its slices on their grid); :func:`read_scan` picks the reader.
+headers and place its slices on their grid; ``nifti`` and ``itk_headers`` are the format-specific
+checks of ``volume``); :func:`read_scan` picks the reader.
 
 Canonical orientation (``CANONICAL = "LPS"``): the SimpleITK image is re-oriented with
 ``DICOMOrient(image, "LPS")`` so that, for an axial acquisition, the direction matrix is the
@@ -26,16 +27,18 @@ import os
 from typing import Sequence
 
 from a3d.data.scans.dicom import SeriesInfo, list_dicom_series, read_dicom_series
-from a3d.data.scans.files import NIFTI_SUFFIXES, classify_input, is_nifti, scan_entries, scan_name
+from a3d.data.scans.files import (SLICER_SEG_SUFFIX, VOLUME_SUFFIXES, classify_input, scan_entries, scan_name,
+                                  volume_kind, volume_stem)
 from a3d.data.scans.geometry import CANONICAL, Scan
-from a3d.data.scans.nifti import read_nifti
+from a3d.data.scans.itk_headers import volume_files
 from a3d.data.scans.png import DL_PNG_OFFSET, parse_spacing, read_deeplesion_png
+from a3d.data.scans.volume import read_volume
 from a3d.errors import A3DError
 
 __all__ = [
-    "CANONICAL", "DL_PNG_OFFSET", "NIFTI_SUFFIXES", "Scan", "SeriesInfo", "classify_input", "is_nifti",
-    "list_dicom_series", "parse_spacing", "read_deeplesion_png", "read_dicom_series", "read_nifti", "read_scan",
-    "scan_entries", "scan_name",
+    "CANONICAL", "DL_PNG_OFFSET", "SLICER_SEG_SUFFIX", "Scan", "SeriesInfo", "VOLUME_SUFFIXES",
+    "classify_input", "list_dicom_series", "parse_spacing", "read_deeplesion_png", "read_dicom_series",
+    "read_scan", "read_volume", "scan_entries", "scan_name", "volume_files", "volume_kind", "volume_stem",
 ]
 
 
@@ -50,8 +53,8 @@ def read_scan(
     """Read any supported single-scan input (not a batch folder). DICOM only: ``series_uid``,
     ``allow_missing`` (interpolate holes instead of refusing), ``acquisition`` (AcquisitionNumber)."""
     kind = classify_input(path)
-    if kind == "nifti":
-        return read_nifti(path)
+    if kind in ("nifti", "nrrd", "metaimage"):
+        return read_volume(path)
     if kind == "dicom":
         return read_dicom_series(path, series_uid, allow_missing=allow_missing, acquisition=acquisition)
     if kind == "deeplesion-png":

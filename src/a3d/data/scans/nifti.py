@@ -1,4 +1,6 @@
-"""NIfTI files (.nii, .nii.gz) -> :class:`Scan`, with the header checks ITK leaves out."""
+"""NIfTI's own checks (.nii, .nii.gz), which ITK leaves out: complete data, positive pixdim, an
+orientation, NaN/infinite voxels (ITK turns them into 0). :func:`a3d.data.scans.volume.read_volume`
+reads every volume file and calls :func:`check_nifti` for NIfTI."""
 
 from __future__ import annotations
 
@@ -10,32 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from a3d.data.scans.files import scan_name
-from a3d.data.scans.geometry import Scan, _sitk, finish_scan
+from a3d.data.scans.geometry import _sitk
 from a3d.errors import A3DError
 
 
-def read_nifti(path: str | os.PathLike) -> Scan:
-    sitk = _sitk()
-    path = Path(path)
-    if not os.access(path, os.R_OK):
-        raise A3DError(f"{path}: file cannot be read (permission denied)")
-    try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.SetImageIO("NiftiImageIO")
-        reader.ReadImageInformation()
-        dim = reader.GetDimension()
-        size = reader.GetSize()
-        img = reader.Execute()
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "rror" in ln or "annot" in ln), first[-1] if first else "")
-        raise A3DError(f"{path}: not a readable NIfTI file ({detail[:160]})") from e
-    if dim == 4 and size[3] == 1:
-        img = img[:, :, :, 0]
-    elif dim > 3:
-        raise A3DError(f"{path}: {dim}-D NIfTI of size {tuple(size)}; expected a single 3D CT volume")
+def check_nifti(path: Path, img, dim: int) -> tuple[object, list[str]]:
+    """(the image with NaN/infinite voxels restored, warnings) after the NIfTI header checks."""
     _check_nifti_complete(path, img)
     hdr = _nifti_header(path)
     warnings = []
@@ -45,9 +27,7 @@ def read_nifti(path: str | os.PathLike) -> Scan:
             raise A3DError(f"{path}: NIfTI header has no voxel spacing (pixdim {list(pixdim[:3])}); expected positive spacing in mm")
         if qform <= 0 and sform <= 0:
             warnings.append(f"{path}: NIfTI header has no orientation (qform_code = sform_code = 0); axes assumed as stored")
-    scan = finish_scan(_restore_non_finite(path, img), str(path), "nifti", scan_name(path))
-    scan.warnings[:0] = warnings
-    return scan
+    return _restore_non_finite(path, img), warnings
 
 
 _FLOAT_TYPES = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
