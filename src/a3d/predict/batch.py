@@ -164,7 +164,7 @@ class _Worker:
         before reading, so an input changed meanwhile is redone by the next run."""
         entry = self.plan["scans"][index]["input"]
         made = made_from(entry, self.plan["common"])
-        return (made, *read_input(entry, self.job.read))
+        return (made, *read_input(entry, self.job.read, batch_entry=True))
 
     def run(self, got: Prefetched) -> ScanOutcome:
         """Scan ``got.item`` of the plan, read ahead (``got``: :meth:`read`), predicted and written."""

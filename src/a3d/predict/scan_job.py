@@ -75,11 +75,11 @@ class ScanOutcome:
                    rec.get("error"), list(rec.get("warnings", [])), rec["status"], rec.get("reason"), rec.get("rank"))
 
 
-def read_input(path: str | os.PathLike, read: ReadOptions) -> tuple[Scan, float]:
-    """(the scan, seconds spent reading it)."""
+def read_input(path: str | os.PathLike, read: ReadOptions, batch_entry: bool = False) -> tuple[Scan, float]:
+    """(the scan, seconds spent reading it); ``batch_entry``: one scan of a batch folder (read_scan)."""
     t0 = time.perf_counter()
     scan = read_scan(path, series_uid=read.series, spacing=read.spacing, dl_info=read.dl_info,
-                     allow_missing=read.allow_missing, acquisition=read.acquisition)
+                     allow_missing=read.allow_missing, acquisition=read.acquisition, batch_entry=batch_entry)
     return scan, time.perf_counter() - t0
 
 

@@ -27,6 +27,7 @@ import os
 from typing import Sequence
 
 from a3d.data.scans.dicom import SeriesInfo, list_dicom_series, read_dicom_series
+from a3d.data.scans.dicom_tree import has_dicom
 from a3d.data.scans.files import (SLICER_SEG_SUFFIX, VOLUME_SUFFIXES, classify_input, scan_entries, scan_name,
                                   volume_kind, volume_stem)
 from a3d.data.scans.geometry import CANONICAL, Scan
@@ -49,10 +50,15 @@ def read_scan(
     dl_info: str | os.PathLike | None = None,
     allow_missing: bool = False,
     acquisition: int | None = None,
+    batch_entry: bool = False,
 ) -> Scan:
     """Read any supported single-scan input (not a batch folder). DICOM only: ``series_uid``,
-    ``allow_missing`` (interpolate holes instead of refusing), ``acquisition`` (AcquisitionNumber)."""
+    ``allow_missing`` (interpolate holes instead of refusing), ``acquisition`` (AcquisitionNumber).
+    ``batch_entry``: ``path`` is one scan of a batch folder (:func:`scan_entries`), so a sub-folder
+    whose DICOM files lie only deeper down (patient/study/series folders) is one DICOM tree."""
     kind = classify_input(path)
+    if kind == "batch" and batch_entry and has_dicom(path):
+        kind = "dicom"
     if kind in ("nifti", "nrrd", "metaimage"):
         return read_volume(path)
     if kind == "dicom":
