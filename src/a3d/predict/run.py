@@ -20,6 +20,7 @@ from a3d.data.scans import Scan, SeriesInfo, classify_input, list_dicom_series, 
 from a3d.errors import A3DError
 from a3d.io import atomic_dir, write_bytes_atomic
 from a3d.predict import loading  # called as loading.load_predictor: tests substitute a stand-in model there
+from a3d.predict.batch_index import write_batch_index
 from a3d.predict.geometry import key_slices
 from a3d.predict.inference import predict_scan
 from a3d.predict.outputs import OutputOptions, check_out_dir, write_batch_luna16, write_outputs
@@ -115,6 +116,7 @@ def _predict_batch(folder: Path, out: Path, checkpoint: str | os.PathLike, setti
         write_batch_luna16(tmp, [tmp / s.output for s in done if s.error is None])  # all scans, for a3d eval3d
         doc = {"format": "a3d-predict-batch", "version": 1, "scans": [s.record() for s in done]}
         write_bytes_atomic(tmp / "batch.json", json_bytes(doc))
+        write_batch_index(tmp, doc)  # index.html: every scan, its counts and a link to its report
     return done
 
 
