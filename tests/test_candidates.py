@@ -94,12 +94,14 @@ def test_two_lesions_touching_on_one_slice():
 
 
 def test_one_to_one_takes_best_overlap_and_measures_key_slice():
-    """A lesion growing then shrinking over slices 0-4 (the largest mask on slice 2), with a
-    neighbour box on slice 3 that also overlaps it: the track takes the best-overlapping box on each
-    slice; the key slice is the one of largest mask area, where both diameters are measured."""
+    """A lesion growing then shrinking over slices 0-4, its largest mask (20 x 20 px) on slice 2 and an
+    elongated tip (28 x 8 px: a longer diagonal, a smaller area) on slice 4, with a neighbour box on
+    slice 3 that also overlaps it: the track takes the best-overlapping box on each slice; the key
+    slice is the one of largest mask area, where both diameters are measured (the former rule took
+    the longest long axis: the tip's)."""
     scan = _scan()
-    sizes = [8, 14, 20, 14, 8]
-    dets = [_det(z, [30 - s / 2, 30 - s / 2, 30 + s / 2, 30 + s / 2], 0.9 if z == 1 else 0.8) for z, s in enumerate(sizes)]
+    boxes = [[26, 26, 34, 34], [23, 23, 37, 37], [20, 20, 40, 40], [23, 23, 37, 37], [16, 26, 44, 34]]
+    dets = [_det(z, b, 0.9 if z == 1 else 0.8) for z, b in enumerate(boxes)]
     dets.append(_det(3, [30, 25, 50, 45], 0.95))  # overlaps the 20 px box of slice 2 (IoU 0.2, iomin 0.35): not linked
     cands = _candidates(dets, scan)
     lesion = next(c for c in cands if len(c.detections) == 5)
@@ -107,7 +109,7 @@ def test_one_to_one_takes_best_overlap_and_measures_key_slice():
     assert lesion.info["key_slice"] == lesion.info["measured_on_slice"] == 2
     assert lesion.info["long_axis_mm"] == pytest.approx(np.hypot(20, 20))
     assert lesion.info["max_score"] == pytest.approx(0.9)
-    assert lesion.info["volume_mm3"] == pytest.approx(sum(s * s for s in sizes) * 2.0)
+    assert lesion.info["volume_mm3"] == pytest.approx((64 + 196 + 400 + 196 + 224) * 2.0)
 
 
 def test_links_cross_interpolated_slices_not_unprocessed_ones():
