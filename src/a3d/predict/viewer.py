@@ -83,14 +83,16 @@ def _png_b64(img: np.ndarray) -> str:
 
 def _ct(res: PredictionResult) -> dict:
     scan = res.scan
-    codes = hu_to_code(scan.hu)  # (z, y, x)
-    nz, ny, nx = codes.shape
-    per_slice = codes.reshape(nz, -1).sum(axis=1, dtype=np.int64)
+    nz, ny, nx = scan.hu.shape
+    slices, checksum = [], 0
+    for z in range(nz):  # a slice at a time: a 300 x 512 x 512 scan never needs a float64 copy
+        codes = hu_to_code(scan.hu[z])
+        slices.append(_png_b64(codes))
+        checksum += (z + 1) * int(codes.sum(dtype=np.int64))
     return {
         "header": base64.b64encode(nifti_header((nx, ny, nz), scan.spacing, _origin(res), np.uint8)).decode("ascii"),
-        "slices": [_png_b64(s) for s in codes],
-        # sum over slices of (z + 1) x the slice's codes: the page checks what it decoded against it
-        "checksum": int(((np.arange(nz) + 1) * per_slice).sum()),
+        "slices": slices,
+        "checksum": checksum,  # sum over slices of (z + 1) x the slice's codes: the page checks what it decoded
     }
 
 
