@@ -194,3 +194,37 @@ def test_viewer_reports_corrupt_data(report, tmp_path):
             assert "decoded wrongly" in b.page.locator("#viewer-error").text_content()
         finally:
             b.context.close()
+
+
+def test_viewer_with_many_candidates(tmp_path, shots):
+    """Beyond 127 candidates the label volumes are uint16: the page still colours only the candidates
+    (the background stays the CT) and lists them all."""
+    sync_playwright = _playwright()
+    path, *_ = synthetic_nifti(tmp_path / "scan.nii.gz", lesions=[])
+    scan = S.read_scan(path)
+    dets = []
+    for z in range(2, 12):  # 13 boxes a slice, rows 7 px apart from slice to slice: 130 separate candidates
+        for k in range(13):
+            x, y = 10 + 6 * k, 5 + 7 * (z - 2)
+            full = np.zeros(scan.hu.shape[1:], bool)
+            full[y : y + 4, x : x + 4] = True
+            dets.append(P.Detection(len(dets) + 1, z, z, 0.99 - 0.003 * len(dets), np.array([x, y, x + 4, y + 4], float),
+                                    full[y : y + 4, x : x + 4].copy(), (x, y), P.diameters(full, *scan.spacing[:2])))
+    cands = P.group_candidates(dets, set(range(scan.hu.shape[0])), 0.3, scan)
+    assert len(cands) == 130
+    cfg = Config(model=ModelConfig(slices=3), data=DataConfig(size=128))
+    res = P.PredictionResult(scan, cfg, P.PredictSettings(), dets, cands, list(range(scan.hu.shape[0])))
+    P.write_outputs(res, tmp_path / "out", P.OutputOptions(overlays=False, markups=False))
+    html = tmp_path / "out" / "report.html"
+    with sync_playwright() as pw:
+        b = Page(pw, tmp_path)
+        try:
+            assert b.open(html.as_uri()) == "ready"
+            img = b.canvas(shots / "many.png")
+            plain = (img.max(axis=2) - img.min(axis=2)) < 12
+            assert plain.mean() > 0.8  # CT grey or air nearly everywhere
+            assert _colour_pixels(img, candidate_rgb(1)) > 10
+            assert b.page.locator("tr.candidate").count() == 130
+            assert not b.errors, b.errors
+        finally:
+            b.context.close()

@@ -29,7 +29,8 @@ aside{{flex:1;min-width:380px;max-width:640px}}
 button{{background:#2b2f36;color:#ddd;border:1px solid #444;border-radius:4px;padding:.25em .6em;cursor:pointer}}
 button.active{{background:#3d5a80;border-color:#6a8fc0}} .value{{font-variant-numeric:tabular-nums;color:#cde;font-size:90%}}
 input[type=range]{{width:12em}} .help{{font-size:80%;color:#888;margin:.3em 0 .8em}}
-table{{border-collapse:collapse;width:100%;font-size:88%;font-variant-numeric:tabular-nums}}
+.list{{max-height:calc(100vh - 300px);min-height:12em;overflow:auto;border:1px solid #333}}
+table{{border-collapse:collapse;width:100%;font-size:88%;font-variant-numeric:tabular-nums}} thead th{{position:sticky;top:0}}
 td,th{{border-bottom:1px solid #333;padding:3px 6px;text-align:right;white-space:nowrap}} th{{color:#999;font-weight:600;background:#202329}}
 tr.candidate{{cursor:pointer}} tr.candidate:hover{{background:#262a31}} tr.candidate.here td:first-child{{font-weight:700}}
 .swatch{{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-1px}}
@@ -51,11 +52,11 @@ footer{{padding:0 1.2em 1em;font-size:80%;color:#888}}
 <p class="help">Scroll: mouse wheel, or the arrow / Page keys. Window: a preset, or drag with the right
 button (across: width, up and down: level). Left click moves the crosshair (the other planes follow);
 click a candidate to go to its key slice (where it is largest and was measured).</p>
-<table id="candidates"><thead><tr><th>#</th><th>max score</th><th>slices (key)</th><th>long mm</th>
+<div class="list"><table id="candidates"><thead><tr><th>#</th><th>max score</th><th>slices (key)</th><th>long mm</th>
 <th>short mm</th><th>volume mL</th><th>centroid LPS mm</th></tr></thead>
 <tbody>
 {rows}
-</tbody></table>
+</tbody></table></div>
 {empty}
 </aside></main>
 <footer>Axial slices in radiological view (image left = patient right, top = anterior); orientation

@@ -53,15 +53,17 @@ def code_hu() -> np.ndarray:
 
 
 def nifti_header(shape_xyz: tuple[int, int, int], spacing: tuple[float, float, float],
-                 origin_lps: tuple[float, float, float], dtype) -> bytes:
+                 origin_lps: tuple[float, float, float], dtype, labels: bool = False) -> bytes:
     """352 bytes: a NIfTI-1 header (+ empty extension flag) for a canonical array stored x fastest;
-    the affine maps it to RAS (canonical x and y run against R and A)."""
+    the affine maps it to RAS (canonical x and y run against R and A). ``labels``: the intent code
+    NIFTI_INTENT_LABEL (NiiVue then looks each value up exactly in its colour table; without it,
+    uint16 labels were coloured wrongly)."""
     code, bitpix = _NIFTI_TYPES[np.dtype(dtype)]
     (nx, ny, nz), (sx, sy, sz), (ox, oy, oz) = shape_xyz, spacing, origin_lps
     h = bytearray(352)
     struct.pack_into("<i", h, 0, 348)
     struct.pack_into("<8h", h, 40, 3, nx, ny, nz, 1, 1, 1, 1)
-    struct.pack_into("<hh", h, 70, code, bitpix)
+    struct.pack_into("<hhh", h, 68, 1002 if labels else 0, code, bitpix)
     struct.pack_into("<8f", h, 76, 1.0, sx, sy, sz, 1.0, 1.0, 1.0, 1.0)
     struct.pack_into("<3f", h, 108, 352.0, 1.0, 0.0)  # vox_offset, scl_slope, scl_inter
     h[123] = 2  # xyzt_units: mm
@@ -134,7 +136,7 @@ def label_volumes(res: PredictionResult) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _nifti_gz_b64(res: PredictionResult, lab: np.ndarray) -> str:
     nz, ny, nx = lab.shape
-    raw = nifti_header((nx, ny, nz), res.scan.spacing, _origin(res), lab.dtype) + lab.tobytes()
+    raw = nifti_header((nx, ny, nz), res.scan.spacing, _origin(res), lab.dtype, labels=True) + lab.tobytes()
     return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
 
 

@@ -63,12 +63,13 @@
     return m;
   }
 
-  function applyWindow() {
+  // refresh: false before the volumes are added (adding them draws them); each refresh redraws every layer
+  function applyWindow(refresh) {
     nv.addColormap("a3d-window", greyMap());
     ct.colormap = "a3d-window";
     ct.cal_min = 0;
     ct.cal_max = 255;
-    nv.updateGLVolume();
+    if (refresh !== false) nv.updateGLVolume();
     document.getElementById("window-value").textContent = "W " + Math.round(win.width) + " / L " + Math.round(win.level);
     body.setAttribute("data-window", Math.round(win.width) + "," + Math.round(win.level));
     document.querySelectorAll("button.preset").forEach(function (b) {
@@ -77,8 +78,10 @@
     });
   }
 
-  function applyScore() {
-    if (masks) { masks.setColormapLabel(labelMap(1)); lines.setColormapLabel(labelMap(2)); nv.updateGLVolume(); }
+  function applyScore(refresh) {
+    masks.setColormapLabel(labelMap(1));
+    lines.setColormapLabel(labelMap(2));
+    if (refresh !== false) nv.updateGLVolume();
     var shown = 0;
     document.querySelectorAll("tr.candidate").forEach(function (row) {
       var on = parseFloat(row.dataset.score) >= minScore;
@@ -114,7 +117,7 @@
   function drawText() {
     var svg = document.getElementById("nv-labels");
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    if (!nv || nv.opts.sliceType !== nv.sliceTypeAxial) return;
+    if (!nv || !nv.volumes.length || nv.opts.sliceType !== nv.sliceTypeAxial) return;
     var z = currentZ();
     data.candidates.forEach(function (c) {
       if (!visible(c)) return;
@@ -207,19 +210,18 @@
     });
     await nv.attachToCanvas(canvas);
     ct = await niivue.NVImage.new(await decodeCT(), "ct.nii");
-    nv.addVolume(ct);
     masks = await niivue.NVImage.new(bytes(data.masks).buffer, "masks.nii.gz");
     masks.opacity = 0.35;
     lines = await niivue.NVImage.new(bytes(data.lines).buffer, "lines.nii.gz");
-    [masks, lines].forEach(function (v, i) { v.setColormapLabel(labelMap(i + 1)); nv.addVolume(v); });
+    applyWindow(false);
+    applyScore(false);
+    [ct, masks, lines].forEach(function (v) { nv.addVolume(v); });
     nv.setSliceType(nv.sliceTypeAxial);
     nv.onLocationChange = onLocation;
     var draw = nv.drawScene.bind(nv);
     nv.drawScene = function () { var r = draw(); drawText(); return r; };
     wireControls();
     wireWindowDrag(canvas);
-    applyWindow();
-    applyScore();
     if (data.candidates.length) jump(data.candidates[0]);
     else { nv.scene.crosshairPos = [0.5, 0.5, 0.5]; nv.createOnLocationChange(); nv.drawScene(); }
     onLocation();
