@@ -94,11 +94,15 @@ class Page:
         return self.page.evaluate(f"document.body.dataset[{name!r}]")
 
     def canvas(self, save: Path | None = None) -> np.ndarray:
-        """The viewer canvas as the screen shows it (BGR), after the next frames are drawn."""
+        """The viewer canvas as NiiVue draws it (BGR; the page's text labels, SVG above it, left out),
+        after the next frames; ``save``: also a screenshot with the labels, for a person."""
         self.page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-        png = self.page.locator("#nv-canvas").screenshot()
+        canvas = self.page.locator("#nv-canvas")
         if save is not None:
-            save.write_bytes(png)
+            canvas.screenshot(path=str(save))
+        self.page.evaluate("document.getElementById('nv-labels').style.visibility = 'hidden'")
+        png = canvas.screenshot()
+        self.page.evaluate("document.getElementById('nv-labels').style.visibility = ''")
         return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
 
     def wait_attr(self, name: str, value: str) -> None:
@@ -106,9 +110,14 @@ class Page:
 
 
 def _colour_pixels(img: np.ndarray, rgb) -> int:
-    """Pixels drawn in a candidate's line colour (boxes are opaque: exactly it, give or take 40)."""
-    bgr = np.array(rgb[::-1], np.int32)
-    return int((np.abs(img.astype(np.int32) - bgr).max(axis=2) <= 40).sum())
+    """Pixels tinted in a candidate's colour (its mask, box or axes over the CT): their colour away
+    from grey points the way the candidate's does (cosine > 0.95) by at least 40 levels."""
+    px = img[..., ::-1].astype(np.float64)
+    chroma = px - px.mean(axis=2, keepdims=True)
+    ref = np.asarray(rgb, np.float64) - np.mean(rgb)
+    norm = np.linalg.norm(chroma, axis=2)
+    cos = (chroma @ ref) / np.maximum(norm * np.linalg.norm(ref), 1e-9)
+    return int(((norm > 40) & (cos > 0.95)).sum())
 
 
 def _tissue_grey(img: np.ndarray) -> float:

@@ -204,7 +204,8 @@
     var canvas = document.getElementById("nv-canvas");
     nv = new niivue.Niivue({
       isRadiologicalConvention: true, isOrientationTextVisible: true, showAllOrientationMarkers: true,
-      show3Dcrosshair: false, crosshairColor: [0.3, 0.7, 1, 0.5], crosshairWidth: 0.25, backColor: [0, 0, 0, 1], isColorbar: false,
+      show3Dcrosshair: false, crosshairColor: [1, 1, 1, 0.35], crosshairWidth: 0.25,  // grey: no candidate hue
+      backColor: [0, 0, 0, 1], isColorbar: false,
       dragAndDropEnabled: false, logLevel: "error", multiplanarShowRender: 0,
       mouseEventConfig: { leftButton: { primary: 8 }, rightButton: 0, centerButton: 3 }  // crosshair, none, pan
     });
