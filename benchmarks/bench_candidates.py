@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import json
 import platform
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import SimpleITK as sitk
 
 from a3d.boxes import box_iomin, box_iou
 from a3d.data.importer.lesions import find_lesions
@@ -38,11 +40,12 @@ from a3d.data.scans import read_scan
 from a3d.data.synth.nifti import generate_nifti
 from a3d.evaluation import Candidates, Findings, froc3d
 from a3d.io import write_text_atomic
-from a3d.predict import PredictSettings, diameters, load_predictor, predict_scan, suppress_duplicates
+from a3d.predict import (PredictSettings, diameters, load_predictor, predict_scan, suppress_duplicates,
+                         suppress_fragments)
 from a3d.predict import inference
 from a3d.predict.candidates import candidate_info, group_candidates
 from a3d.predict.geometry import interpolated_canonical
-from a3d.predict.results import Candidate
+from a3d.predict.results import Candidate, Detection, PredictionResult
 
 COVER = 0.1  # a candidate covers a lesion holding at least this fraction of its voxels
 LINK_IOU = 0.3
@@ -86,7 +89,7 @@ def _candidates(dets, res, after: bool, lesion_id: np.ndarray) -> list[dict]:
     scan, processed = res.scan, set(res.processed)
     dets = copy.deepcopy(dets)
     if after:
-        dets = suppress_duplicates(dets)
+        dets = suppress_fragments(suppress_duplicates(dets), processed, LINK_IOU, scan)
         for i, d in enumerate(dets, 1):
             d.id = i
         cands = group_candidates(dets, processed, LINK_IOU, scan)
@@ -111,7 +114,6 @@ def _candidates(dets, res, after: bool, lesion_id: np.ndarray) -> list[dict]:
 
 def _truth(label_path: Path):
     """(lesion findings, vessel findings, lesion number + 1 per voxel, true long axes mm) of one volume."""
-    import SimpleITK as sitk  # the importer's 26-connected components
 
     lab = read_scan(label_path)
     values = np.rint(lab.hu).astype(np.int64)
@@ -155,14 +157,49 @@ def _score(cases: list[dict], after: bool, threshold: float) -> dict:
             "merged": merged, "long_err": float(np.median(errors)) if errors else float("nan")}
 
 
-def _predict(image: Path, model, cfg, device: str) -> dict:
-    """The scan's raw detections at score >= 0.05 (before suppression) and the result they came with."""
+def _predict(image: Path, model, cfg, device: str, cache: Path | None) -> dict:
+    """The scan's raw detections at score >= 0.05 (before suppression) and the result they came with;
+    ``cache``: a folder where they are kept (npz + JSON, per volume) and read back on the next run."""
     scan = read_scan(image)
+    stem = image.name.removesuffix(".nii.gz")
+    if cache is not None and (cache / f"{stem}.json").is_file():
+        return {"res": _cached_result(scan, cfg, cache / stem), "raw": _load_raw(cache / stem)}
     # the raw detections: neither suppressed nor grouped here (each grouping below does its own)
     with mock.patch.object(inference, "suppress_duplicates", lambda dets: list(dets)), \
             mock.patch.object(inference, "group_candidates", lambda *a: []):
         res = predict_scan(scan, model, cfg, PredictSettings(score_threshold=0.05, device=device, batch_size=1))
+    if cache is not None:
+        _save_raw(cache / stem, res)
     return {"res": res, "raw": res.detections}
+
+
+def _save_raw(stem: Path, res) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    dets = res.detections
+    crops = [d.mask if d.mask is not None else np.zeros((0, 0), bool) for d in dets]
+    np.savez_compressed(f"{stem}.npz", boxes=np.array([d.box for d in dets]).reshape(-1, 4),
+                        bits=np.concatenate([c.ravel() for c in crops] or [np.zeros(0, bool)]))
+    meta = {"processed": [int(z) for z in res.processed],
+            "dets": [{"z": d.z, "slice": d.slice, "score": d.score, "origin": list(d.mask_origin), "shape": list(c.shape),
+                      "measures": d.measures} for d, c in zip(dets, crops)]}
+    write_text_atomic(Path(f"{stem}.json"), json.dumps(meta))
+
+
+def _load_raw(stem: Path) -> list[Detection]:
+    meta = json.loads(Path(f"{stem}.json").read_text())
+    arrays = np.load(f"{stem}.npz")
+    out, at = [], 0
+    for m, box in zip(meta["dets"], arrays["boxes"]):
+        h, w = m["shape"]
+        crop = arrays["bits"][at : at + h * w].reshape(h, w) if h * w else None
+        at += h * w
+        out.append(Detection(0, m["z"], m["slice"], m["score"], box, crop, tuple(m["origin"]), m["measures"]))
+    return out
+
+
+def _cached_result(scan, cfg, stem: Path) -> PredictionResult:
+    processed = json.loads(Path(f"{stem}.json").read_text())["processed"]
+    return PredictionResult(scan, cfg, PredictSettings(score_threshold=0.05), [], [], processed)
 
 
 def main(argv=None) -> int:
@@ -172,7 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "candidates.md"))
+    ap.add_argument("--cache", help="keep the model's raw detections here (and reuse them: same checkpoint, cases, seed)")
     args = ap.parse_args(argv)
+    cache = Path(args.cache) if args.cache else None
     t0 = time.perf_counter()
     model, cfg = load_predictor(args.checkpoint, args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +220,7 @@ def main(argv=None) -> int:
         for image in sorted((root / "imagesTr").glob("*.nii.gz")):
             lesions, vessels, lesion_id, longs = _truth(root / "labelsTr" / image.name)
             case = {"uid": image.name.removesuffix(".nii.gz"), "lesions": lesions, "vessels": vessels,
-                    "lesion_id": lesion_id, "longs": longs, **_predict(image, model, cfg, args.device)}
+                    "lesion_id": lesion_id, "longs": longs, **_predict(image, model, cfg, args.device, cache)}
             cases.append(case)
             print(f"{case['uid']}: {len(lesions)} lesions, {len(case['raw'])} detections >= 0.05", file=sys.stderr)
     rows = [(thr, after, _score(cases, after, thr)) for thr in (0.5, 0.05) for after in (False, True)]
@@ -206,7 +245,7 @@ def _write(args, rows, cases, seconds: float) -> None:
                      f"{m['found']} of {m['lesions']} | {m['split']} | {m['merged']} | {m['long_err']:.1f} |")
     lines += ["", "Before: union of every overlapping pair on adjacent slices, long axis the longest of any detection. "
               "After: per-slice suppression (IoU > 0.3, or 70 % inside a higher-scoring box), one-to-one links, "
-              "long axis on the key slice (largest mask area)."]
+              "tracks centred inside a better track's mask dropped, long axis on the key slice (largest mask area)."]
     write_text_atomic(Path(args.out), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

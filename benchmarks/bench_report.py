@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from a3d.config import Config
 from a3d.data.scans import Scan, read_scan
@@ -36,7 +37,6 @@ SHAPE = (300, 512, 512)  # z, y, x
 
 
 def resampled_ct(path: Path, noise: float, seed: int = 0) -> Scan:
-    import SimpleITK as sitk
 
     src = read_scan(path)
     img = src.image
@@ -62,7 +62,6 @@ def resampled_ct(path: Path, noise: float, seed: int = 0) -> Scan:
 
 
 def _with_hu(ref, hu: np.ndarray):
-    import SimpleITK as sitk
 
     im = sitk.GetImageFromArray(hu.astype(np.float32))
     im.CopyInformation(ref)
@@ -83,7 +82,7 @@ def alternatives(hu: np.ndarray) -> dict[str, int]:
 
 def open_in_chromium(html: Path, tmp: Path) -> float:
     """Seconds from navigation until the viewer says it is ready (Debian's chromium, software WebGL)."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # the test extra: only when opening is measured
 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--no-first-run", "--disable-sync"]

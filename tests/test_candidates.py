@@ -34,10 +34,11 @@ def _det(z: int, box, score: float) -> P.Detection:
 
 def _candidates(dets: list[P.Detection], scan: S.Scan, processed=None) -> list[P.Candidate]:
     """What predict_scan does after the model: suppression, numbering, grouping."""
-    dets = P.suppress_duplicates(dets)
+    processed = set(range(scan.hu.shape[0])) if processed is None else processed
+    dets = P.suppress_fragments(P.suppress_duplicates(dets), processed, 0.3, scan)
     for i, d in enumerate(dets, 1):
         d.id = i
-    return P.group_candidates(dets, set(range(scan.hu.shape[0])) if processed is None else processed, 0.3, scan)
+    return P.group_candidates(dets, processed, 0.3, scan)
 
 
 def _members(c: P.Candidate) -> list[tuple[int, float]]:
@@ -91,6 +92,20 @@ def test_two_lesions_touching_on_one_slice():
     small = cands[1].info
     assert small["long_axis_mm"] == pytest.approx(np.hypot(12, 12)) and small["short_axis_mm"] == pytest.approx(np.hypot(12, 12), rel=0.1)
     assert small["volume_mm3"] == pytest.approx(2 * 144 * 2.0) and small["key_slice"] in (2, 3)
+
+
+def test_partial_track_inside_a_lesion_is_a_fragment():
+    """A lesion on slices 1-4 (20 px boxes, score 0.9) and, on slices 2-3, a lower-scoring partial box
+    sticking out of it (IoU 0.18, 58 % inside: it survives the per-slice rules). Its track's centre lies
+    in the lesion's mask, so it is a fragment of it and dropped: one lesion, one candidate, measured
+    on its own masks. (The former grouping joined them, 6 detections in one candidate.)"""
+    scan = _scan()
+    lesion = [_det(z, [10, 10, 30, 30], 0.9) for z in range(1, 5)]
+    part = [_det(z, [15, 5, 27, 17], 0.6) for z in (2, 3)]
+    assert len(P.suppress_duplicates(lesion + part)) == 6
+    cands = _candidates(lesion + part, scan)
+    assert [_members(c) for c in cands] == [[(z, 10.0) for z in range(1, 5)]]
+    assert cands[0].info["volume_mm3"] == pytest.approx(4 * 400 * 2.0)
 
 
 def test_one_to_one_takes_best_overlap_and_measures_key_slice():

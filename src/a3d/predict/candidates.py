@@ -10,7 +10,10 @@ Three steps, each a function:
    at most one on the next slice, pairs taken greedily by decreasing IoU among those that overlap
    (IoU > ``link_iou``, or the smaller box at least half covered: a lesion's tip is smaller than its
    middle); interpolated slices are stepped over, a slice that was not run ends the track.
-3. :func:`candidate_info`: slices, volume, diameters (on the key slice: the one of largest mask
+3. :func:`suppress_fragments`: a track whose centre lies inside the mask of a higher-scoring
+   track is a part of it (a detector's partial boxes of one lesion, overlapping too little to be
+   suppressed per slice): its detections are dropped.
+4. :func:`candidate_info`: slices, volume, diameters (on the key slice: the one of largest mask
    area), centroid and bounding box in patient (LPS) millimetres.
 """
 
@@ -99,9 +102,38 @@ def link_tracks(dets: list[Detection], processed: set[int], link_iou: float,
     return [sorted(g, key=lambda d: d.z) for g in groups.values()]
 
 
+def _inside(track: list[Detection], x: float, y: float, z: float) -> bool:
+    """Whether the point (canonical voxel indices) lies in the track's mask (its box without one)."""
+    zi, xi, yi = int(round(z)), int(round(x)), int(round(y))
+    for d in track:
+        if d.z != zi:
+            continue
+        if d.mask is None:
+            return bool(d.box[0] <= xi + 0.5 <= d.box[2] and d.box[1] <= yi + 0.5 <= d.box[3])
+        x0, y0 = d.mask_origin
+        h, w = d.mask.shape
+        return bool(0 <= yi - y0 < h and 0 <= xi - x0 < w and d.mask[yi - y0, xi - x0])
+    return False
+
+
+def suppress_fragments(dets: list[Detection], processed: set[int], link_iou: float, scan: Scan) -> list[Detection]:
+    """The detections of the tracks (:func:`link_tracks`) that are not fragments of a higher-scoring
+    track (module docstring, step 3), in input order."""
+    tracks = link_tracks(dets, processed, link_iou, interpolated_canonical(scan))
+    tracks.sort(key=lambda t: -max(d.score for d in t))
+    kept: list[list[Detection]] = []
+    for t in tracks:
+        cx, cy, cz = _centroid(t)
+        if not any(_inside(k, cx, cy, cz) for k in kept):
+            kept.append(t)
+    keep = {id(d) for t in kept for d in t}
+    return [d for d in dets if id(d) in keep]
+
+
 def group_candidates(dets: list[Detection], processed: set[int], link_iou: float, scan: Scan) -> list[Candidate]:
     """Candidates numbered from 1 by decreasing max score; sets each detection's ``candidate``.
-    ``dets`` should already be :func:`suppress_duplicates`' survivors (``predict_scan`` does so)."""
+    ``dets`` should already be the survivors of :func:`suppress_duplicates` and :func:`suppress_fragments`
+    (``predict_scan`` does so)."""
     skipped = interpolated_canonical(scan)
     cands = [Candidate(0, g) for g in link_tracks(dets, processed, link_iou, skipped)]
     cands.sort(key=lambda c: -max(d.score for d in c.detections))
@@ -122,11 +154,11 @@ def _volume_mm3(c: Candidate, scan: Scan) -> float:
     return (sum(area.values()) + sum((b - a - 1) * (area[a] + area[b]) / 2 for a, b in bridged)) * scan.spacing[2]
 
 
-def _centroid(c: Candidate, best: Detection) -> tuple[float, float, float]:
+def _centroid(dets: list[Detection]) -> tuple[float, float, float]:
     """Mask-weighted centroid (x, y, z) in canonical voxel indices; the best box's centre without masks."""
     tot = 0.0
     acc = np.zeros(3)
-    for d in c.detections:
+    for d in dets:
         if d.mask is None:
             continue
         ys, xs = np.nonzero(d.mask)
@@ -136,6 +168,7 @@ def _centroid(c: Candidate, best: Detection) -> tuple[float, float, float]:
     if tot > 0:
         cx, cy, cz = acc / tot
         return cx, cy, cz
+    best = max(dets, key=lambda d: d.score)
     b = best.box
     return (b[0] + b[2]) / 2 - 0.5, (b[1] + b[3]) / 2 - 0.5, best.z
 
@@ -164,7 +197,7 @@ def candidate_info(c: Candidate, scan: Scan) -> dict:
     best = max(c.detections, key=lambda d: d.score)
     key = measured_detection(c)
     volume = _volume_mm3(c, scan)
-    cx, cy, cz = _centroid(c, best)
+    cx, cy, cz = _centroid(c.detections)
     lo, hi = _bbox_lps(c, scan, zs)
     return {
         "key_detection": key.id,
