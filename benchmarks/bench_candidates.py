@@ -232,8 +232,9 @@ def _write(args, rows, cases, seconds: float) -> None:
     n_slices = sum(c["res"].scan.hu.shape[0] for c in cases)
     lines = [
         "# 3D candidates: before and after issue 20", "",
-        f"`python benchmarks/bench_candidates.py --checkpoint {args.checkpoint} --cases {args.cases} --seed {args.seed}`, "
-        f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, {seconds / 60:.1f} min.", "",
+        f"`python benchmarks/bench_candidates.py --checkpoint {args.checkpoint} --cases {args.cases} --seed {args.seed}{' --cache ' + args.cache if args.cache else ''}`, "
+        f"{dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, {seconds / 60:.1f} min"
+        + (f" (the model's raw detections read from --cache {args.cache})" if args.cache else "") + ".", "",
         f"{len(cases)} synthetic volumes (`a3d data synth-nifti --seed {args.seed}`), {n_slices} slices, "
         f"{sum(len(c['lesions']) for c in cases)} true lesions; the same raw detections for both groupings.", "",
         "| score >= | grouping | candidates | CPM | lesions hit by a candidate's masks | lesions split in 2+ candidates "
