@@ -397,11 +397,16 @@ def test_same_input_and_detections_as_the_dataset_path(synth_root):
             model = build_detector(cfg.model, pretrained=False).eval()
             ref = predict_dataset(model, torch.utils.data.Subset(ds, [i]), batch_size=1)[0]
             res = P.predict_scan(scan, model, cfg, P.PredictSettings(score_threshold=0.0, slices=(z, z + 1), precision="fp32"))
-            got = sorted(((d.score, *d.box) for d in res.detections), reverse=True)
-            want = sorted(((float(s), *b) for s, b in zip(ref.scores, ref.boxes)), reverse=True)
-            assert len(got) > 0 and len(got) == len(want)
-            np.testing.assert_allclose(np.array(got)[:, 0], np.array(want)[:, 0], atol=1e-5)
-            np.testing.assert_allclose(np.array(got)[:, 1:], np.array(want)[:, 1:], atol=1e-3)
+            # predict keeps the model's detections that survive its suppression of near-duplicates per slice
+            # and of fragments (tracks centred in a better one's mask; docs/predict.md): the same boxes and
+            # scores as the engine's once suppress_duplicates is applied, less those fragments
+            raw = [P.Detection(0, z, z, float(s), np.asarray(b, np.float64), None) for s, b in zip(ref.scores, ref.boxes)]
+            want = np.array(sorted(((d.score, *d.box) for d in P.suppress_duplicates(raw)), reverse=True))
+            got = np.array(sorted(((d.score, *d.box) for d in res.detections), reverse=True))
+            assert len(want) < len(raw) and 0 < len(got) <= len(want)  # random init: many overlapping boxes
+            for g in got:
+                match = (np.abs(want[:, 0] - g[0]) < 1e-5) & (np.abs(want[:, 1:] - g[1:]).max(axis=1) < 1e-3)
+                assert match.any(), g
         if checked == 3:
             break
     assert checked == 3

@@ -8,7 +8,9 @@ Data flow, one module per arrow (docs/predict.md describes each step for users):
       -> detections       inference.run_model / predict_scan: model(x, thickness=slice interval) in
                           batches; boxes and masks mapped back to the slice (geometry), measured
                           (measurements.diameters)
-      -> candidates       candidates.group_candidates: overlapping boxes on adjacent slices joined
+      -> candidates       candidates.suppress_duplicates (per slice), suppress_fragments (tracks
+                          inside a better one), group_candidates: boxes on adjacent slices linked
+                          one-to-one into tracks
       -> files            outputs.write_outputs: records (JSON, CSV), overlays (PNG), labels (NIfTI),
                           report (HTML)
 
@@ -18,7 +20,7 @@ Data flow, one module per arrow (docs/predict.md describes each step for users):
 of scans (resumable: ``resume``; read ahead: ``prefetch``; shared among torchrun's ranks: ``ranks``).
 """
 
-from a3d.predict.candidates import candidate_info, group_candidates
+from a3d.predict.candidates import candidate_info, group_candidates, suppress_duplicates, suppress_fragments
 from a3d.predict.geometry import InplaneFit, canonical_to_original_slices, key_slices
 from a3d.predict.inference import ContextBuilder, predict_scan, run_model
 from a3d.predict.loading import check_device, load_predictor
@@ -35,5 +37,6 @@ __all__ = [
     "OutputOptions", "PredictRun", "PredictSettings", "PredictionResult", "ReadOptions", "ScanOutcome",
     "canonical_to_original_slices", "candidate_info", "check_device", "detection_record", "diameters",
     "group_candidates", "key_slices", "list_series", "load_predictor", "predict_input", "predict_into",
-    "predict_scan", "read_input", "result_dict", "run_batch", "run_model", "write_batch_summary", "write_outputs",
+    "predict_scan", "read_input", "result_dict", "run_batch", "run_model", "suppress_duplicates",
+    "suppress_fragments", "write_batch_summary", "write_outputs",
 ]

@@ -35,6 +35,7 @@ from a3d.engine.distributed import resolve_device
 from a3d.errors import A3DError
 from a3d.io import write_bytes_atomic
 from a3d.predict import loading  # called as loading.load_predictor: tests substitute a stand-in model there
+from a3d.predict.batch_index import write_batch_index
 from a3d.predict.outputs import OutputOptions, check_out_dir, write_batch_luna16
 from a3d.predict.precision import resolve_precision
 from a3d.predict.prefetch import Prefetched, prefetch
@@ -77,10 +78,12 @@ def batch_document(folder: Path, scans: list[ScanOutcome]) -> dict:
 
 def write_batch_summary(out: Path, doc: dict) -> None:
     """The batch's summary files from its document (:func:`batch_document`): once no scan is pending,
-    ``candidates_luna16.csv`` of every finished scan (for ``a3d eval3d``); then ``batch.json``."""
+    ``candidates_luna16.csv`` of every finished scan (for ``a3d eval3d``); then ``batch.json`` and
+    ``index.html`` (:mod:`a3d.predict.batch_index`)."""
     if doc["complete"]:
         write_batch_luna16(out, [out / s["output"] for s in doc["scans"] if s["status"] in ("done", "skipped")])
     write_bytes_atomic(out / BATCH_JSON, json_bytes(doc))
+    write_batch_index(out, doc)
 
 
 def _earlier_batch(out: Path) -> dict | None:

@@ -27,7 +27,7 @@ from torch import nn
 from a3d.config import Config
 from a3d.data.scans import Scan
 from a3d.data.slices import context_plan, hu_to_input
-from a3d.predict.candidates import group_candidates
+from a3d.predict.candidates import group_candidates, suppress_duplicates, suppress_fragments
 from a3d.predict.geometry import InplaneFit, canonical_to_original_slices, key_slices
 from a3d.predict.measurements import NO_MEASURES, diameters
 from a3d.predict.precision import precision_context, resolve_precision
@@ -204,6 +204,8 @@ def predict_scan(scan: Scan, model: nn.Module, cfg: Config, settings: PredictSet
             dets += _slice_detections(o, k, orig[k], builder.fit, scan, settings)
         if progress:
             progress(min(start + bs, len(keys)), len(keys))
+    dets = suppress_duplicates(dets)  # near-duplicates on one slice would chain lesions together
+    dets = suppress_fragments(dets, set(keys), settings.link_iou, scan)  # partial tracks inside a better one
     dets.sort(key=lambda d: (d.z, -d.score))
     for i, d in enumerate(dets, 1):
         d.id = i

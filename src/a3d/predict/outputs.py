@@ -17,9 +17,10 @@ from a3d.predict.labels import write_labels
 from a3d.predict.overlays import png_bytes, render_overlay
 from a3d.predict.records import (CANDIDATE_COLUMNS, DETECTION_COLUMNS, candidate_rows, csv_bytes, detection_rows,
                                  json_bytes, luna16_csv_bytes, luna16_rows, result_dict, timing_record)
-from a3d.predict.report import HTML_MAX_IMAGES, html_report
+from a3d.predict.report import html_report
 from a3d.predict.results import PredictionResult
 from a3d.predict.slicer import write_markups
+from a3d.predict.viewer import viewer_data
 
 
 LUNA16_CSV = "candidates_luna16.csv"  # seriesuid,coordX,coordY,coordZ,probability (a3d eval3d's CANDIDATES)
@@ -28,7 +29,7 @@ LUNA16_CSV = "candidates_luna16.csv"  # seriesuid,coordX,coordY,coordZ,probabili
 @dataclass(frozen=True)
 class OutputOptions:
     overlays: bool = True  # overlays/slice_NNNN.png for every slice with detections
-    html: bool = True  # report.html
+    html: bool = True  # report.html (the viewer: docs/predict.md, "The report")
     nifti_labels: bool = False  # labels.nii.gz
     max_overlays: int = 500  # overlay PNGs beyond this many slices (highest slices) are not written
     markups: bool = True  # slicer/*.mrk.json (3D Slicer markups: ROI box, long/short axis per candidate)
@@ -55,25 +56,15 @@ def _overlay_name(res: PredictionResult, z: int) -> str:
     return f"overlays/slice_{int(res.slice_of_canonical[z]):04d}.png"
 
 
-def _write_overlays(res: PredictionResult, folder: Path, options: OutputOptions, files: dict) -> dict[int, bytes]:
-    """Overlay PNGs of the slices with detections (when asked); returns each candidate's key-slice
-    PNG for the HTML page (when asked), rendering each slice at most once."""
+def _write_overlays(res: PredictionResult, folder: Path, options: OutputOptions, files: dict) -> None:
+    """Overlay PNGs of the slices with detections (the first ``max_overlays``)."""
     key_z = {c.id: c.info["key_canonical_slice"] for c in res.candidates}
-    zs = sorted({d.z for d in res.detections})
-    rendered: dict[int, bytes] = {}
-    for z in zs[: options.max_overlays] if options.overlays else []:
-        rendered[z] = png_bytes(render_overlay(res, z))
-        write_bytes_atomic(folder / _overlay_name(res, z), rendered[z])
-    written = set(rendered)
-    cand_png: dict[int, bytes] = {}
-    for cid, z in list(key_z.items())[: HTML_MAX_IMAGES if options.html else 0]:
-        if z not in rendered:
-            rendered[z] = png_bytes(render_overlay(res, z))
-        cand_png[cid] = rendered[z]
-    if options.overlays:
-        files["overlays"] = "overlays/"
-        files["candidate_overlays"] = {cid: _overlay_name(res, z) for cid, z in key_z.items() if z in written}
-    return cand_png
+    zs = sorted({d.z for d in res.detections})[: options.max_overlays]
+    written = set(zs)
+    for z in zs:
+        write_bytes_atomic(folder / _overlay_name(res, z), png_bytes(render_overlay(res, z)))
+    files["overlays"] = "overlays/"
+    files["candidate_overlays"] = {cid: _overlay_name(res, z) for cid, z in key_z.items() if z in written}
 
 
 def _write_viewer_files(res: PredictionResult, folder: Path, options: OutputOptions, files: dict) -> None:
@@ -97,7 +88,8 @@ def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: Out
     folder.mkdir(parents=True, exist_ok=True)
     files: dict = {"json": "predictions.json", "detections_csv": "detections.csv", "candidates_csv": "candidates.csv",
                    "luna16_csv": LUNA16_CSV}
-    cand_png = _write_overlays(res, folder, options, files) if options.overlays or options.html else {}
+    if options.overlays:
+        _write_overlays(res, folder, options, files)
     if options.nifti_labels:
         write_labels(res, folder / "labels.nii.gz")
         files["nifti_labels"] = "labels.nii.gz"
@@ -109,7 +101,7 @@ def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: Out
     write_bytes_atomic(folder / "candidates.csv", csv_bytes(CANDIDATE_COLUMNS, candidate_rows(doc)))
     write_bytes_atomic(folder / LUNA16_CSV, luna16_csv_bytes(luna16_rows(doc)))
     if options.html:
-        write_bytes_atomic(folder / "report.html", html_report(doc, cand_png).encode())
+        write_bytes_atomic(folder / "report.html", html_report(doc, viewer_data(res)).encode())
     res.timing["write"] = time.perf_counter() - t0
     doc["timing"] = timing_record(res.timing)
     write_bytes_atomic(folder / "predictions.json", json_bytes(doc))

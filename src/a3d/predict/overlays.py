@@ -22,6 +22,12 @@ def _color(candidate: int) -> tuple[int, int, int]:
     return _COLORS[(candidate - 1) % len(_COLORS)]
 
 
+def candidate_rgb(candidate: int) -> tuple[int, int, int]:
+    """The candidate's colour (R, G, B), the same in the overlays and the report's viewer."""
+    b, g, r = _color(candidate)
+    return r, g, b
+
+
 def _text(cv2, img: np.ndarray, text: str, at: tuple[int, int], color) -> None:
     cv2.putText(img, text, at, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, color, 1, cv2.LINE_AA)
 
