@@ -84,8 +84,9 @@ def test_batch_run_writes_the_index(tmp_path, standin):
     batch.mkdir()
     synthetic_nifti(batch / "a.nii.gz")
     synthetic_nifti(batch / "b.nii.gz", lesions=[])
-    out = tmp_path / "out"
-    assert main(["predict", str(batch), "--checkpoint", "x.pt", "--out", str(out)]) == 0
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"stand-in weights")  # the batch records the checkpoint's hash
+    assert main(["predict", str(batch), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     rows = _rows((out / "index.html").read_text())
     docs = {n: json.loads((out / n / "predictions.json").read_text()) for n in ("a", "b")}
     assert [r["cells"][0] for r in rows] == ["a", "b"]

@@ -133,9 +133,9 @@ def test_batch_json_and_each_scan_folder_appear_as_scans_finish(tmp_path, monkey
     argv = ["predict", str(tmp_path / "batch"), "--checkpoint", str(fake_checkpoint(tmp_path)), "--out", str(out),
             "--slice", "2", *FAST]
     assert main(argv) == 0
-    assert seen == [(["pending"] * 3, ["batch.json"]),
-                    (["done", "pending", "pending"], ["batch.json", "s0"]),
-                    (["done", "done", "pending"], ["batch.json", "s0", "s1"])]
+    assert seen == [(["pending"] * 3, ["batch.json", "index.html"]),
+                    (["done", "pending", "pending"], ["batch.json", "index.html", "s0"]),
+                    (["done", "done", "pending"], ["batch.json", "index.html", "s0", "s1"])]
     doc = batch_doc(out)
     assert doc["complete"] and doc["counts"] == {"done": 3, "skipped": 0, "failed": 0, "pending": 0}
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("scans: ")]
@@ -202,12 +202,12 @@ def test_next_scan_is_read_while_the_model_works(tmp_path, monkeypatch):
 
     real_read = B.read_input
 
-    def slow_read(path, read):
+    def slow_read(path, read, batch_entry=False):
         name = Path(path).name.split(".")[0]
         note("read start", name)
         time.sleep(0.3)
         try:
-            return real_read(path, read)
+            return real_read(path, read, batch_entry)
         finally:
             note("read end", name)
 
@@ -277,8 +277,8 @@ def test_rerun_clears_what_a_killed_run_left_half_written(tmp_path, standin):
     (out / "notes.txt").write_text("mine")
     (out / ".mine.tmp").write_text("not a3d's")
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "batch.json", "candidates_luna16.csv", "notes.txt",
-                                                     "s0", "s1"]
+    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "batch.json", "candidates_luna16.csv", "index.html",
+                                                     "notes.txt", "s0", "s1"]
     assert [s["status"] for s in batch_doc(out)["scans"]] == ["skipped", "skipped"]
 
 
