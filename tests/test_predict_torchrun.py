@@ -48,7 +48,7 @@ def test_two_ranks_share_the_scans_each_done_once(tmp_path, tiny_checkpoint):
     doc = json.loads((out / "batch.json").read_text())
     assert [s["status"] for s in doc["scans"]] == ["done"] * 5 and doc["complete"]
     assert {s["output"]: [s["rank"]] for s in doc["scans"]} == done
-    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "batch.json", "candidates_luna16.csv"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "batch.json", "candidates_luna16.csv", "index.html"])
     assert all((out / n / "record.json").is_file() for n in names)
 
 
