@@ -16,7 +16,7 @@ from a3d.errors import A3DError
 
 # (module under a3d.cli, what it adds): each module defines add_parser(subparsers). Building the
 # parser imports these modules only: none may import torch at module level (`a3d --help` stays fast).
-_COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict", "export")
+_COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict", "export", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

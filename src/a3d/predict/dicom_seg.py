@@ -55,16 +55,17 @@ def _sources_and_pixels(res: PredictionResult) -> tuple[list, np.ndarray]:
     return [source], pixels
 
 
-def segmentation(res: PredictionResult, tracking_uids: dict[int, str]) -> hd.seg.Segmentation:
-    """The SEG of ``res`` (at least one candidate: a SEG needs a segment). ``tracking_uids``:
-    candidate id -> the UID the SR uses for the same finding."""
+def segmentation(res: PredictionResult, tracking_uids: dict[int, str], series_uid: str,
+                 instance_number: int = 1) -> hd.seg.Segmentation:
+    """The SEG of ``res`` (at least one candidate: a SEG needs a segment), a new instance in the series
+    ``series_uid``. ``tracking_uids``: candidate id -> the UID the SR uses for the same finding."""
     sources, labels = _sources_and_pixels(res)
     descs = [segment_description(c.id, c.info["max_score"], tracking_uids[c.id])
              for c in sorted(res.candidates, key=lambda c: c.id)]
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=labels, segmentation_type="BINARY",
-        segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        segment_descriptions=descs, series_instance_uid=series_uid, series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
         manufacturer_model_name="a3d predict", software_versions=__version__, device_serial_number="0",
         series_description="a3d lesion candidates", content_label="A3D_LESIONS",
         content_description="a3d predict: lesion candidates", omit_empty_frames=True)

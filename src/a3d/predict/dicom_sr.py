@@ -102,9 +102,10 @@ def volumetric_group(res: PredictionResult, c: Candidate, tracking: hd.sr.Tracki
                       _number(SCORE, c.info["max_score"], codes.UCUM.NoUnits)])
 
 
-def measurement_report(res: PredictionResult, tracking_uids: dict[int, str],
-                       seg: hd.seg.Segmentation | None) -> hd.sr.Comprehensive3DSR:
-    """The SR of ``res`` (at least one candidate): three groups per candidate, two without ``seg``."""
+def measurement_report(res: PredictionResult, tracking_uids: dict[int, str], seg: hd.seg.Segmentation | None,
+                       series_uid: str, instance_number: int = 1) -> hd.sr.Comprehensive3DSR:
+    """The SR of ``res`` (at least one candidate), a new instance in the series ``series_uid``: three
+    groups per candidate, two without ``seg``."""
     groups = []
     for c in sorted(res.candidates, key=lambda c: c.id):
         tracking = hd.sr.TrackingIdentifier(uid=tracking_uids[c.id], identifier=f"a3d candidate {c.id}")
@@ -119,6 +120,6 @@ def measurement_report(res: PredictionResult, tracking_uids: dict[int, str],
     unique = {res.scan.source_headers[k].SOPInstanceUID: k for k in reversed(source_slices(res.scan))}
     evidence = [source_dataset(res.scan, k) for k in sorted(unique.values())] + ([seg] if seg is not None else [])
     return hd.sr.Comprehensive3DSR(
-        evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
+        evidence=evidence, content=report, series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER, is_complete=True,
         series_description="a3d measurement report")

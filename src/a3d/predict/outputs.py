@@ -27,6 +27,17 @@ LUNA16_CSV = "candidates_luna16.csv"  # seriesuid,coordX,coordY,coordZ,probabili
 
 
 @dataclass(frozen=True)
+class DicomSeries:
+    """Where ``--dicom`` puts the SEG and the SR: their Series Instance UIDs and Instance Number. A
+    DICOM node (``a3d serve``) keeps both series per source series, so that a rerun's results
+    (new SOP Instance UIDs, the next instance number) land in the series of the earlier ones."""
+
+    seg_uid: str
+    sr_uid: str
+    instance_number: int = 1
+
+
+@dataclass(frozen=True)
 class OutputOptions:
     overlays: bool = True  # overlays/slice_NNNN.png for every slice with detections
     html: bool = True  # report.html (the viewer: docs/predict.md, "The report")
@@ -35,6 +46,7 @@ class OutputOptions:
     markups: bool = True  # slicer/*.mrk.json (3D Slicer markups: ROI box, long/short axis per candidate)
     dicom: bool = False  # dicom/seg.dcm + dicom/sr.dcm (DICOM input only; a batch skips other scans with a warning)
     new_uids: bool = False  # --dicom on sources without UIDs: generate them, copies of the images in dicom/images/
+    dicom_series: DicomSeries | None = None  # None: a new SEG series and a new SR series for each run
 
 
 def check_out_dir(out: str | os.PathLike, overwrite: bool) -> Path:
@@ -76,7 +88,7 @@ def _write_viewer_files(res: PredictionResult, folder: Path, options: OutputOpti
     elif options.dicom:
         from a3d.predict.dicom_outputs import write_dicom  # highdicom (~0.5 s to import): only with --dicom
 
-        files.update(write_dicom(res, folder, options.new_uids))
+        files.update(write_dicom(res, folder, options.new_uids, options.dicom_series))
 
 
 def write_outputs(res: PredictionResult, folder: str | os.PathLike, options: OutputOptions = OutputOptions()) -> dict:
