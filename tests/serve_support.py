@@ -142,3 +142,95 @@ def frame_uids(ds) -> set[str]:
             out |= {s.ReferencedSOPInstanceUID for s in d.SourceImageSequence}
     return out
 
+
+class Orthanc:
+    """A real PACS for the end-to-end tests: Debian's Orthanc (with its DICOMweb plugin) on free
+    loopback ports, its database in ``folder``; ``modalities``: name -> (AE, port) on 127.0.0.1."""
+
+    BINARY = "/usr/sbin/Orthanc"
+    DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+    def __init__(self, folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTHANC"):
+        import json
+        import shutil
+
+        if shutil.which("Orthanc") is None and not Path(self.BINARY).exists():
+            import pytest
+
+            if os.environ.get("CI") == "true":
+                pytest.fail("Orthanc is missing: .ci/run installs Debian's orthanc and orthanc-dicomweb")
+            pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+        self.folder, self.aet = folder, aet
+        self.http, self.dicom = free_port(), free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {"Name": "a3d-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+                  "HttpPort": self.http, "DicomPort": self.dicom, "DicomAet": aet, "RemoteAccessAllowed": False,
+                  "AuthenticationEnabled": False, "Plugins": [self.DICOMWEB],
+                  "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "HttpTimeout": 120, "DicomScuTimeout": 30,
+                  "DicomModalities": {k: [ae, "127.0.0.1", port] for k, (ae, port) in modalities.items()}}
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+    @property
+    def destination(self) -> str:
+        return f"{self.aet}@127.0.0.1:{self.dicom}"
+
+    def start(self) -> "Orthanc":
+        import requests
+
+        log = open(self.folder / "orthanc.log", "ab")
+        self.proc = subprocess.Popen([self.BINARY if Path(self.BINARY).exists() else "Orthanc",
+                                      str(self.folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"Orthanc exited: {(self.folder / 'orthanc.log').read_text()[-1500:]}")
+            try:
+                return requests.get(self.url + "/system", timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(up, 30, what="Orthanc to start")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.proc = None
+
+    def upload(self, files: list[Path]) -> str:
+        """POST the files to /instances; returns the Orthanc id of their series."""
+        import requests
+
+        ids = [requests.post(self.url + "/instances", data=f.read_bytes(), timeout=30).json() for f in files]
+        return ids[0]["ParentSeries"]
+
+    def route(self, series_id: str, modality: str = "a3d", **options) -> "requests.Response":
+        """Orthanc's store to a modality (what a routing rule or a user's "Send to" does), synchronously."""
+        import requests
+
+        body = {"Resources": [series_id], "Synchronous": True, **options}
+        return requests.post(f"{self.url}/modalities/{modality}/store", json=body, timeout=120)
+
+    def study_series(self, study_uid: str) -> list[dict]:
+        """MainDicomTags of every series of the study with this Study Instance UID (plus its instance ids)."""
+        import requests
+
+        found = requests.post(self.url + "/tools/lookup", data=study_uid, timeout=10).json()
+        studies = [f["ID"] for f in found if f["Type"] == "Study"]
+        if not studies:
+            return []
+        series = requests.get(f"{self.url}/studies/{studies[0]}/series", timeout=10).json()
+        return [{**s["MainDicomTags"], "Instances": s["Instances"]} for s in series]
+
+    def instance(self, instance_id: str) -> pydicom.Dataset:
+        import io
+
+        import requests
+
+        return pydicom.dcmread(io.BytesIO(requests.get(f"{self.url}/instances/{instance_id}/file", timeout=30).content))

@@ -25,7 +25,8 @@ from a3d.serve.store import InstanceStore
 
 log = logging.getLogger("a3d.serve")
 # pynetdicom logs every PDU and DIMSE message at INFO: the node's INFO log is one line per association, job and send
-logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+for name in ("pynetdicom", "dicomweb_client"):
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
