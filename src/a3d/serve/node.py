@@ -43,6 +43,7 @@ class NodeConfig:
     retry_s: float = 10.0  # first wait between tries, doubling ...
     retry_cap_s: float = 300.0  # ... up to this
     poll_s: float = 0.5
+    purge_every_s: float = 3600.0  # how often, when idle, expired files are looked for
 
 
 class Node:
@@ -88,7 +89,7 @@ class Node:
                 continue
             if self.config.keep_days is not None and time.time() >= next_purge:
                 self._purge()
-                next_purge = time.time() + 3600
+                next_purge = time.time() + self.config.purge_every_s
             self.stop_event.wait(self.config.poll_s)
 
     def _run_job(self, job: Job) -> None:
