@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, state TEXT NOT NULL,
     job INTEGER NOT NULL DEFAULT 0, instances INTEGER NOT NULL DEFAULT 0,
     first_received REAL NOT NULL, last_received REAL NOT NULL, queued_at REAL, started_at REAL,
-    finished_at REAL, detections INTEGER, candidates INTEGER, error TEXT, purged INTEGER NOT NULL DEFAULT 0);
+    finished_at REAL, job_seconds REAL, detections INTEGER, candidates INTEGER, error TEXT, purged INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL, path TEXT NOT NULL, received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sends (
@@ -125,9 +125,9 @@ class Queue:
         now = time.time() if now is None else now
         state = "sending" if destinations else "done"
         with self._tx() as db:
-            cur = db.execute("UPDATE series SET state=?, detections=?, candidates=?, finished_at=? "
-                             "WHERE series_uid=? AND job=? AND state='running'",
-                             (state, detections, candidates, None if destinations else now, job.series_uid, job.job))
+            cur = db.execute("UPDATE series SET state=?, detections=?, candidates=?, finished_at=?, "
+                             "job_seconds=?-started_at WHERE series_uid=? AND job=? AND state='running'",
+                             (state, detections, candidates, None if destinations else now, now, job.series_uid, job.job))
             if cur.rowcount == 0:
                 return False
             db.executemany("INSERT OR IGNORE INTO sends (series_uid, job, destination, state, next_try) "
