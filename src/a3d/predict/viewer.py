@@ -11,8 +11,8 @@ How the CT travels (one file that opens from disk, where a page cannot fetch its
   from the code -> HU table (``code_hu``), so window and level stay in true HU.
 - **One greyscale JPEG per axial slice** (quality :data:`JPEG_QUALITY`), base64. Lossless PNG slices
   kept the CT's noise bit for bit: 53 MB for a 300 x 512 x 512 scan with 12 HU of noise, over the
-  40 MB the report may take; JPEG at quality 95 makes it 28 MB and moves a code by at most 9 (mean
-  1) on that scan, at the body's edges and in the noise (docs/predict.md, "The report"). Greyscale
+  40 MB the report may take; JPEG at quality 95 makes it 27.6 MB and moves a code by at most 10
+  (mean 0.96) on that scan, at the body's edges and in the noise (docs/predict.md, "The report"). Greyscale
   JPEG has no colour conversion, so the browser's decoder gives the codes back as OpenCV's does; the
   page decodes each slice into a NIfTI in memory and checks every slice's mean against ``sums``.
 - **Labels**, two gzipped NIfTI (uint8, or uint16 beyond 127 candidates): the masks (value ``c``

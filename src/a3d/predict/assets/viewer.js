@@ -210,13 +210,16 @@
       mouseEventConfig: { leftButton: { primary: 8 }, rightButton: 0, centerButton: 3 }  // crosshair, none, pan
     });
     await nv.attachToCanvas(canvas);
-    ct = await niivue.NVImage.new(await decodeCT(), "ct.nii");
+    var ctBuffer = await decodeCT();
+    performance.mark("a3d:ct-decoded");  // the marks time the loading steps (benchmarks/bench_report.py, a browser's profiler)
+    ct = await niivue.NVImage.new(ctBuffer, "ct.nii");
     masks = await niivue.NVImage.new(bytes(data.masks).buffer, "masks.nii.gz");
     masks.opacity = 0.35;
     lines = await niivue.NVImage.new(bytes(data.lines).buffer, "lines.nii.gz");
+    performance.mark("a3d:volumes-read");
     applyWindow(false);
     applyScore(false);
-    [ct, masks, lines].forEach(function (v) { nv.addVolume(v); });
+    [["ct", ct], ["masks", masks], ["lines", lines]].forEach(function (v) { nv.addVolume(v[1]); performance.mark("a3d:added-" + v[0]); });
     nv.setSliceType(nv.sliceTypeAxial);
     nv.onLocationChange = onLocation;
     var draw = nv.drawScene.bind(nv);
@@ -226,6 +229,7 @@
     if (data.candidates.length) jump(data.candidates[0]);
     else { nv.scene.crosshairPos = [0.5, 0.5, 0.5]; nv.createOnLocationChange(); nv.drawScene(); }
     onLocation();
+    performance.mark("a3d:ready");
     body.setAttribute("data-viewer", "ready");
   }
 
