@@ -1,6 +1,6 @@
 """3D lesion candidates: detections on adjacent slices joined into one lesion, then described.
 
-Three steps, each a function:
+Four steps, each a function:
 
 1. :func:`suppress_duplicates`, per slice: a detection is dropped when a higher-scoring one on the
    same slice overlaps it with IoU > ``SUPPRESS_IOU`` or holds at least ``INSIDE_FRACTION`` of its box
@@ -10,9 +10,14 @@ Three steps, each a function:
    at most one on the next slice, pairs taken greedily by decreasing IoU among those that overlap
    (IoU > ``link_iou``, or the smaller box at least half covered: a lesion's tip is smaller than its
    middle); interpolated slices are stepped over, a slice that was not run ends the track.
-3. :func:`suppress_fragments`: a track whose centre lies inside the mask of a higher-scoring
-   track is a part of it (a detector's partial boxes of one lesion, overlapping too little to be
-   suppressed per slice): its detections are dropped.
+3. :func:`suppress_fragments`: track-level suppression, greedy by max score: a track is a part of a
+   higher-scoring track that was kept (a detector's partial boxes of one lesion, overlapping too
+   little to be suppressed per slice) when its centre lies inside that track's mask, when on most of
+   its slices its box lies at least ``TRACK_INSIDE`` inside that track's box on the same slice (a
+   parallel track), or when it is a short fragment (at most ``FRAGMENT_SLICES`` slices, beside a
+   longer track) whose boxes mostly lie at least ``FRAGMENT_INSIDE`` inside that track's on the same
+   or an adjacent slice. Its detections are dropped, never merged: only kept tracks suppress, so a
+   dropped track can neither chain two others nor bridge two lesions.
 4. :func:`candidate_info`: slices, volume, diameters (on the key slice: the one of largest mask
    area), centroid and bounding box in patient (LPS) millimetres.
 """
@@ -31,6 +36,14 @@ from a3d.predict.results import Candidate, Detection
 SUPPRESS_IOU = 0.3
 INSIDE_FRACTION = 0.7
 LINK_IOMIN = 0.5  # a box at least half covered by one on the next slice is linked to it (a tip)
+# Per slice, a box up to 70 % inside a better one may be a finding of its own. A track 40 % inside a
+# better track on most of its slices is a part of it: lesions do not interpenetrate, and the boxes
+# of two lesions that touch overlap in a sliver, on the slices where they touch.
+TRACK_INSIDE = 0.4
+# A short track is the detector's stray box at a lesion's end or edge more often than a lesion, so
+# it needs less, and may lie on the slice beyond the longer track's end (too little overlap to link).
+FRAGMENT_SLICES = 2
+FRAGMENT_INSIDE = 0.25
 
 
 def suppress_duplicates(dets: list[Detection]) -> list[Detection]:
@@ -116,15 +129,40 @@ def _inside(track: list[Detection], x: float, y: float, z: float) -> bool:
     return False
 
 
+def _mostly_inside(track: list[Detection], other: list[Detection], dz: int, fraction: float) -> bool:
+    """Whether on most of its slices (the median) at least ``fraction`` of the track's box lies inside
+    one of ``other``'s boxes at most ``dz`` slices away. The median, not the mean: one small box lying
+    wholly inside a neighbour (where two lesions meet) does not make a lesion a part of it."""
+    boxes = {d.z: d.box for d in other}
+    inside = []
+    for d in track:
+        near = [boxes[z] for z in range(d.z - dz, d.z + dz + 1) if z in boxes]
+        area = box_area(d.box[None])[0]
+        if not near or area <= 0:
+            inside.append(0.0)
+            continue
+        near = np.stack(near)
+        inter = box_iomin(d.box[None], near)[0] * np.minimum(area, box_area(near))  # the intersections
+        inside.append(float(inter.max() / area))
+    return float(np.median(inside)) >= fraction
+
+
+def _part_of(track: list[Detection], kept: list[Detection]) -> bool:
+    """Whether ``track`` is a part of the higher-scoring ``kept`` (module docstring, step 3)."""
+    cx, cy, cz = _centroid(track)
+    if _inside(kept, cx, cy, cz) or _mostly_inside(track, kept, 0, TRACK_INSIDE):
+        return True
+    return len(track) <= FRAGMENT_SLICES < len(kept) and _mostly_inside(track, kept, 1, FRAGMENT_INSIDE)
+
+
 def suppress_fragments(dets: list[Detection], processed: set[int], link_iou: float, scan: Scan) -> list[Detection]:
-    """The detections of the tracks (:func:`link_tracks`) that are not fragments of a higher-scoring
+    """The detections of the tracks (:func:`link_tracks`) that are not parts of a higher-scoring
     track (module docstring, step 3), in input order."""
     tracks = link_tracks(dets, processed, link_iou, interpolated_canonical(scan))
     tracks.sort(key=lambda t: -max(d.score for d in t))
     kept: list[list[Detection]] = []
     for t in tracks:
-        cx, cy, cz = _centroid(t)
-        if not any(_inside(k, cx, cy, cz) for k in kept):
+        if not any(_part_of(t, k) for k in kept):
             kept.append(t)
     keep = {id(d) for t in kept for d in t}
     return [d for d in dets if id(d) in keep]
