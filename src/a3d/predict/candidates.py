@@ -12,10 +12,10 @@ Four steps, each a function:
    middle); interpolated slices are stepped over, a slice that was not run ends the track.
 3. :func:`suppress_fragments`: track-level suppression, greedy by max score: a track is a part of a
    higher-scoring track that was kept (a detector's partial boxes of one lesion, overlapping too
-   little to be suppressed per slice) when its centre lies inside that track's mask, or when on most
-   of its slices at least ``TRACK_INSIDE`` of its mask lies inside that track's mask on the same
-   slice (a parallel track) or, for a short fragment (at most ``FRAGMENT_SLICES`` slices) beside a
-   longer track, on the same or an adjacent slice. Its detections are dropped, never merged: only
+   little to be suppressed per slice) when its centre lies inside that track's mask, or when on
+   more than half of its slices at least ``TRACK_INSIDE`` of its mask lies inside that track's mask
+   on the same slice (a parallel track) or, for a short fragment (at most ``FRAGMENT_SLICES``
+   slices) beside a longer track, on the same or an adjacent slice. Its detections are dropped, never merged: only
    kept tracks suppress, so a dropped track can neither chain two others nor bridge two lesions.
 4. :func:`candidate_info`: slices, volume, diameters (on the key slice: the one of largest mask
    area), centroid and bounding box in patient (LPS) millimetres.
@@ -35,11 +35,11 @@ from a3d.predict.results import Candidate, Detection
 SUPPRESS_IOU = 0.3
 INSIDE_FRACTION = 0.7
 LINK_IOMIN = 0.5  # a box at least half covered by one on the next slice is linked to it (a tip)
-# A track with a fifth of its mask inside a better track's mask on most of its slices is a part of
-# it: lesions do not interpenetrate, so the masks of two that touch share a rim at most, and only on
-# the slices where they touch (boxes would not do: a small lesion touching a big one diagonally has
-# a third of its box or more inside the big one's). On the demo model's detections 0.2 split fewer
-# lesions than 0.25 or 0.4 (benchmarks/results/candidates.md).
+# A track with a fifth of its mask inside a better track's mask on more than half of its slices is
+# a part of it: lesions do not interpenetrate, so the masks of two that touch share a rim at most,
+# and only on the slices where they touch (boxes would not do: a small lesion touching a big one
+# diagonally has a third of its box or more inside the big one's). On a demo model's detections 0.4
+# left 93 candidates and 8 of 11 lesions split, 0.2 leaves 73 and 7 (benchmarks/results/candidates.md).
 TRACK_INSIDE = 0.2
 # A track this short, beside a longer one, may be the detector's stray box at the lesion's end, on
 # the slice beyond the longer track's last (overlapping too little to be linked): its masks are
