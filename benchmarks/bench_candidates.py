@@ -246,7 +246,8 @@ def _write(args, rows, cases, seconds: float) -> None:
                      f"{m['found']} of {m['lesions']} | {m['split']} | {m['merged']} | {m['long_err']:.1f} |")
     lines += ["", "Before: union of every overlapping pair on adjacent slices, long axis the longest of any detection. "
               "After: per-slice suppression (IoU > 0.3, or 70 % inside a higher-scoring box), one-to-one links, "
-              "tracks centred inside a better track's mask dropped, long axis on the key slice (largest mask area)."]
+              "tracks that are parts of a better kept track dropped (centred inside its mask, or a fifth of their mask "
+              "inside its mask on most of their slices), long axis on the key slice (largest mask area)."]
     write_text_atomic(Path(args.out), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -138,3 +138,73 @@ def test_links_cross_interpolated_slices_not_unprocessed_ones():
     pair = next(c for c in cands if len(c.detections) == 2)
     assert [d.z for d in pair.detections] == [1, 3] and pair.info["z_extent_mm"] == 6.0
     assert pair.info["volume_mm3"] == pytest.approx(3 * 100 * 2.0)
+
+
+def _blob(z: int, box, score: float) -> P.Detection:
+    """A detection whose mask is the ellipse inscribed in its box (as a lesion's is; 1 mm pixels)."""
+    x1, y1, x2, y2 = box
+    yy, xx = np.mgrid[0:80, 0:80] + 0.5
+    full = ((xx - (x1 + x2) / 2) / ((x2 - x1) / 2)) ** 2 + ((yy - (y1 + y2) / 2) / ((y2 - y1) / 2)) ** 2 <= 1
+    return P.Detection(0, z, z, score, np.array(box, float), full[y1:y2, x1:x2].copy(), (x1, y1), P.diameters(full, 1.0, 1.0))
+
+
+LESION = [10, 10, 40, 40]
+PART = [31, 15, 51, 35]  # sticks out of LESION: IoU 0.16, 45 % of the box and 37 % of the mask inside, its centre outside
+
+
+def test_parallel_track_of_one_lesion_is_one_candidate():
+    """A lesion on slices 0-4 and beside it, on the same slices, a lower-scoring partial box of it (IoU
+    0.16, 45 % inside: it survives the per-slice rules; its centre lies outside the lesion's mask). As
+    two tracks side by side they were two candidates for one lesion; 37 % of the lower one's mask lies
+    inside the better one's on every slice, so it is a part of it."""
+    scan = _scan(8)
+    dets = [_blob(z, LESION, 0.9) for z in range(5)] + [_blob(z, PART, 0.6) for z in range(5)]
+    assert len(P.suppress_duplicates(dets)) == 10
+    cands = _candidates(dets, scan)
+    assert [_members(c) for c in cands] == [[(z, 10.0) for z in range(5)]]
+
+
+def test_lesions_touching_on_one_slice_stay_two_and_lose_their_parts():
+    """A lesion on slices 0-3 with a partial parallel track (absorbed), and a small lesion below it on
+    slices 3-6 meeting it on slice 3 (27 % of its mask inside the big one's there): on its other slices
+    it lies outside, so it stays a candidate of its own."""
+    scan = _scan(8)
+    big = [_blob(z, LESION, 0.9) for z in range(4)]
+    small = [_blob(z, [20, 36, 32, 48], 0.7) for z in range(3, 7)]
+    cands = _candidates(big + [_blob(z, PART, 0.6) for z in range(4)] + small, scan)
+    assert [_members(c) for c in cands] == [[(z, 10.0) for z in range(4)], [(z, 20.0) for z in range(3, 7)]]
+
+
+def test_small_box_inside_a_big_one_does_not_bridge():
+    """A lesion on slices 0-4 (with an absorbed partial track) and a neighbour on slices 2-4 whose track
+    starts with a small box lying inside the lesion (94 % of its mask; its higher score keeps it per
+    slice) and then lies 6 % inside: its mean fraction inside, 0.35, would make it a part; on most of
+    its slices it is not one, and it stays."""
+    scan = _scan(8)
+    lesion = [_blob(z, LESION, 0.8 if z == 2 else 0.9) for z in range(5)]
+    neighbour = [_blob(2, [31, 31, 37, 37], 0.85)] + [_blob(z, [31, 31, 51, 51], 0.85) for z in (3, 4)]
+    cands = _candidates(lesion + [_blob(z, PART, 0.6) for z in range(5)] + neighbour, scan)
+    assert [_members(c) for c in cands] == [[(z, 10.0) for z in range(5)], [(2, 31.0), (3, 31.0), (4, 31.0)]]
+
+
+def test_parallel_tracks_do_not_chain():
+    """Three parallel tracks, each partly inside the next better one (37 % and 34 % of the mask; the
+    third not inside the first): the second is a part of the first, and the third, inside only the
+    dropped second, stays. Suppression by kept tracks only: merging would have made one of all three."""
+    scan = _scan(8)
+    dets = [_blob(z, b, s) for z in range(5) for b, s in ((LESION, 0.9), (PART, 0.7), ([42, 15, 62, 35], 0.5))]
+    assert len(P.suppress_duplicates(dets)) == 15
+    cands = _candidates(dets, scan)
+    assert [_members(c) for c in cands] == [[(z, 10.0) for z in range(5)], [(z, 42.0) for z in range(5)]]
+
+
+def test_short_fragment_beyond_a_lesions_end_is_absorbed():
+    """A lesion on slices 0-4 and, on slice 5, a lower-scoring box with 24 % of its mask inside the
+    lesion's last mask (too little to link: IoU 0.12, 36 % of the smaller box): a one-slice fragment
+    beside a longer track, absorbed. A two-slice lesion beyond the end touching its box (no mask
+    inside) stays."""
+    scan = _scan(8)
+    dets = [_blob(z, LESION, 0.9) for z in range(5)] + [_blob(5, [28, 28, 48, 48], 0.5)]
+    dets += [_blob(z, [0, 36, 14, 50], 0.6) for z in (5, 6)]
+    cands = _candidates(dets, scan)
+    assert [_members(c) for c in cands] == [[(z, 10.0) for z in range(5)], [(5, 0.0), (6, 0.0)]]

@@ -25,6 +25,7 @@ from a3d import predict as P
 from a3d.config import Config, DataConfig, ModelConfig
 from a3d.data import scans as S
 from a3d.predict.overlays import candidate_rgb
+from a3d.predict.viewer import decode_slice, encode_slice
 from test_predict_support import REPO, BlobDetector, synthetic_nifti
 
 CHROMIUM = "/usr/bin/chromium"
@@ -188,14 +189,15 @@ def test_viewer_in_chromium(report, tmp_path, shots):
 
 
 def test_viewer_reports_corrupt_data(report, tmp_path):
-    """Control: a page whose CT slices were damaged says so (the decoded volume is checked)."""
+    """Control: a page whose CT slice was damaged says so (each decoded slice's mean is checked)."""
     sync_playwright = _playwright()
     html, _ = report
     text = html.read_text()
     m = re.search(r'"slices":\["([A-Za-z0-9+/=]+)"', text)
-    bad_png = cv2.imencode(".png", np.full((80, 96), 7, np.uint8))[1].tobytes()  # a valid PNG, wrong pixels
+    shape = decode_slice(base64.b64decode(m.group(1))).shape
+    bad_jpeg = encode_slice(np.full(shape, 200, np.uint8))  # a valid JPEG of the right size, wrong pixels
     bad = tmp_path / "bad.html"
-    bad.write_text(text.replace(m.group(1), base64.b64encode(bad_png).decode(), 1))
+    bad.write_text(text.replace(m.group(1), base64.b64encode(bad_jpeg).decode(), 1))
     with sync_playwright() as pw:
         b = Page(pw, tmp_path)
         try:
@@ -203,6 +205,35 @@ def test_viewer_reports_corrupt_data(report, tmp_path):
             assert "decoded wrongly" in b.page.locator("#viewer-error").text_content()
         finally:
             b.context.close()
+
+
+def test_chromium_decodes_the_slices_as_opencv(report, tmp_path):
+    """Chromium's JPEG decoder gives the page exactly the codes OpenCV's gives (both libjpeg-turbo),
+    on which the writer's error is measured (test_viewer_data): the bound in the docs holds there."""
+    sync_playwright = _playwright()
+    html, _ = report
+    stored = re.search(r'"slices":\[([^\]]+)\]', html.read_text()).group(1).replace('"', "").split(",")
+    with sync_playwright() as pw:
+        b = Page(pw, tmp_path)
+        try:
+            b.open(html.as_uri())
+            for z in (0, len(stored) // 2):
+                got = b.page.evaluate(_DECODE_JS, stored[z])
+                want = decode_slice(base64.b64decode(stored[z]))
+                np.testing.assert_array_equal(np.array(got["codes"], np.uint8).reshape(got["h"], got["w"]), want)
+        finally:
+            b.context.close()
+
+
+_DECODE_JS = """async (b64) => {
+  const bin = atob(b64), raw = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) raw[i] = bin.charCodeAt(i);
+  const bmp = await createImageBitmap(new Blob([raw], {type: "image/jpeg"}), {colorSpaceConversion: "none", premultiplyAlpha: "none"});
+  const ctx = new OffscreenCanvas(bmp.width, bmp.height).getContext("2d");
+  ctx.drawImage(bmp, 0, 0);
+  const px = ctx.getImageData(0, 0, bmp.width, bmp.height).data;
+  return {w: bmp.width, h: bmp.height, codes: Array.from(px.filter((_, i) => i % 4 === 0))};
+}"""
 
 
 def test_viewer_with_many_candidates(tmp_path, shots):

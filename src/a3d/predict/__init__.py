@@ -9,7 +9,7 @@ Data flow, one module per arrow (docs/predict.md describes each step for users):
                           batches; boxes and masks mapped back to the slice (geometry), measured
                           (measurements.diameters)
       -> candidates       candidates.suppress_duplicates (per slice), suppress_fragments (tracks
-                          inside a better one), group_candidates: boxes on adjacent slices linked
+                          that are parts of a better one), group_candidates: boxes on adjacent slices linked
                           one-to-one into tracks
       -> files            outputs.write_outputs: records (JSON, CSV), overlays (PNG), labels (NIfTI),
                           report (HTML)

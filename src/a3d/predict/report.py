@@ -61,8 +61,9 @@ click a candidate to go to its key slice (where it is largest and was measured).
 </aside></main>
 <footer>Axial slices in radiological view (image left = patient right, top = anterior); orientation
 letters from the scan's geometry. Slice numbers are indices along the input file's slice axis (0-based).
-Coordinates are patient LPS millimetres. CT stored in the page as 8-bit codes: within 2 HU in the soft
-tissue window, 4 HU in lung, 16 HU in bone. Research software, not for clinical use.</footer>
+Coordinates are patient LPS millimetres. CT stored in the page as 8-bit codes (within 2 HU in the soft
+tissue window, 4 HU in lung, 16 HU in bone) in JPEG slices, which move a code by about one on average.
+Research software, not for clinical use.</footer>
 <script id="a3d-viewer-data" type="application/json">{data}</script>
 <script>{niivue}</script>
 <script>{viewer}</script>
