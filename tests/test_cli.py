@@ -17,7 +17,7 @@ import pytest
 from a3d.cli import build_parser, main, parse
 from a3d.progress import Progress, progress_callback
 
-COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict", "export")
+COMMANDS = ("cost", "data", "train", "eval", "eval3d", "report", "grid", "demo", "predict", "export", "serve")
 
 
 def _subparsers(parser: argparse.ArgumentParser, prefix=()):
@@ -155,6 +155,10 @@ def test_help_and_version_do_not_import_torch():
     (["eval", "CKPT_MISSING.pt", "--data", "{data}", "--out", "{out}"], "checkpoint not found"),
     (["data", "synth", "{out}", "--seed", "-1"], "--seed must be >= 0"),
     (["export", "CKPT_MISSING.pt", "--out", "{out}"], "checkpoint not found"),
+    (["serve", "--work-dir", "{out}"], "--checkpoint CKPT is required"),
+    (["serve", "--work-dir", "{out}", "--checkpoint", "CKPT_MISSING.pt"], "checkpoint not found"),
+    (["serve", "--work-dir", "{out}", "--checkpoint", "CKPT_MISSING.pt", "--tls-cert", "c.pem"], "--tls-key go together"),
+    (["serve", "status", "--work-dir", "{out}"], "no a3d serve queue here"),
 ])
 def test_arguments_are_checked_before_any_work(tmp_path, capsys, argv, expected):
     """A bad argument ends in one line and exit 2 within a second or two, and nothing is written
