@@ -136,12 +136,13 @@ def main() -> None:
             label = f"{model.partition(':')[0]}, " + ("trained" if ":" in model else "random init, nothing kept")
             print(f"{label}: {r['total']:.1f} s (stable wait + queue {wait_s:.1f}, job {job_s:.1f}, send {send_s:.1f}); "
                   f"{row['candidates']} candidates; receive {r['idle']:.0f}/s idle, {r['busy']:.0f}/s during a job", flush=True)
-            lines.append(f"| {label} | {r['total']:.1f} | {wait_s:.1f} | {job_s:.1f} | {send_s:.1f} | {row['candidates']} "
+            send = f"{send_s:.1f}" if row["candidates"] else "- (nothing to send)"
+            lines.append(f"| {label} | {r['total']:.1f} | {wait_s:.1f} | {job_s:.1f} | {send} | {row['candidates']} "
                          f"| {r['idle']:.0f} | {r['busy']:.0f} | {r['busy'] / r['idle']:.2f} |")
     when = dt.date.today().isoformat()
     text = (f"## {when}: {args.slices} x 512 x 512 series, CPU\n\n"
             f"{machine()}; load average {os.getloadavg()[0]:.1f} at the end; --stable-seconds {STABLE_S:g}.\n\n"
-            "| model | last instance -> SEG+SR in Orthanc, s | stable wait + queue, s | job, s | send, s "
+            "| model | last instance -> SEG+SR in Orthanc (or job done), s | stable wait + queue, s | job, s | send, s "
             "| candidates | receive idle, inst/s | receive during a job, inst/s | ratio |\n"
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(lines) + "\n")
     append_result(args.out, "a3d serve: latency and receive throughput", "bench_serve.py", text)
