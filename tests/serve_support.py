@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pydicom
 
 from dicom_fixtures import write_slices
@@ -210,7 +209,7 @@ class Orthanc:
         ids = [requests.post(self.url + "/instances", data=f.read_bytes(), timeout=30).json() for f in files]
         return ids[0]["ParentSeries"]
 
-    def route(self, series_id: str, modality: str = "a3d", **options) -> "requests.Response":
+    def route(self, series_id: str, modality: str = "a3d", **options):
         """Orthanc's store to a modality (what a routing rule or a user's "Send to" does), synchronously."""
         import requests
 

@@ -4,11 +4,13 @@ refusals, TLS, late instances, failed series, send retries, SIGTERM, --keep-days
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pydicom
 import pytest
@@ -162,17 +164,25 @@ def test_tls(tmp_path):
 
 # --- the node in-process: jobs and sends -----------------------------------------------------------
 
-def _node(work: Path, pacs: FakePacs | None, **kw) -> Node:
+@contextlib.contextmanager
+def running_node(work: Path, pacs: FakePacs | None, **kw) -> Iterator[Node]:
+    """The node with the blob stand-in, in a thread, sending to ``pacs``; stopped (and ``pacs`` closed) after."""
     dest = (parse_send_to(pacs.destination),) if pacs else ()
     config = NodeConfig(work, port=free_port(), destinations=dest, stable_s=0.5, poll_s=0.1, retry_s=0.2, **kw)
-    return Node(config, JobRunner(work, SlowBlobDetector(0), CFG, PredictSettings(batch_size=1), "standin.pt"))
+    node = Node(config, JobRunner(work, SlowBlobDetector(0), CFG, PredictSettings(batch_size=1), "standin.pt"))
+    thread = run_in_thread(node)
+    try:
+        yield node
+    finally:
+        node.stop_event.set()
+        thread.join(30)
+        if pacs is not None:
+            pacs.down()
 
 
 def test_late_instance_replaces_results_in_the_same_series(tmp_path):
     pacs = FakePacs().up()
-    node = _node(tmp_path / "work", pacs)
-    thread = run_in_thread(node)
-    try:
+    with running_node(tmp_path / "work", pacs) as node:
         files = lesion_series(tmp_path / "s", STUDY, STUDY + ".5", slices=10)
         assert c_store(files[:-1], node.scp.port) == [0] * 9
         wait_for(lambda: len(pacs.received) == 2, 60, what="the first results")
@@ -187,17 +197,11 @@ def test_late_instance_replaces_results_in_the_same_series(tmp_path):
         row = wait_for(lambda: series_state(tmp_path / "work")[STUDY + ".5"]["state"] == "done"
                        and series_state(tmp_path / "work")[STUDY + ".5"], 10, what="done")
         assert (row["job"], row["instances"]) == (2, 10)
-    finally:
-        node.stop_event.set()
-        thread.join(30)
-        pacs.down()
 
 
 def test_unprocessable_series_fails_alone_and_unreachable_destination_fails_the_job(tmp_path):
     pacs = FakePacs()  # never up
-    node = _node(tmp_path / "work", pacs, send_attempts=2)
-    thread = run_in_thread(node)
-    try:
+    with running_node(tmp_path / "work", pacs, send_attempts=2) as node:
         holed = lesion_series(tmp_path / "h", STUDY, STUDY + ".6", slices=10)
         del holed[4]
         good = lesion_series(tmp_path / "g", STUDY, STUDY + ".7", slices=10)
@@ -208,16 +212,11 @@ def test_unprocessable_series_fails_alone_and_unreachable_destination_fails_the_
         assert "missing" in state()[STUDY + ".6"]["error"] and "--allow-missing" in state()[STUDY + ".6"]["error"]
         err = state()[STUDY + ".7"]["error"]
         assert err.startswith(f"send to {pacs.destination} failed after 2 attempts: association to")
-    finally:
-        node.stop_event.set()
-        thread.join(30)
 
 
 def test_multiframe_enhanced_ct(tmp_path):
     pacs = FakePacs().up()
-    node = _node(tmp_path / "work", pacs)
-    thread = run_in_thread(node)
-    try:
+    with running_node(tmp_path / "work", pacs) as node:
         single = lesion_series(tmp_path / "s", STUDY, STUDY + ".8", slices=8)
         mf = enhanced_ct(single, tmp_path / "enhanced.dcm")
         assert c_store([mf], node.scp.port) == [0]
@@ -226,24 +225,15 @@ def test_multiframe_enhanced_ct(tmp_path):
         refs = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber
                 for f in seg.PerFrameFunctionalGroupsSequence}
         assert refs == {3, 4, 5, 6, 7, 8}  # the lesion's slices 2..7 are frames 3..8
-    finally:
-        node.stop_event.set()
-        thread.join(30)
-        pacs.down()
 
 
 def test_keep_days_removes_files_of_ended_jobs(tmp_path):
-    node = _node(tmp_path / "work", None, keep_days=0.0, purge_every_s=0.2)
-    thread = run_in_thread(node)
-    try:
+    with running_node(tmp_path / "work", None, keep_days=0.0, purge_every_s=0.2) as node:
         files = lesion_series(tmp_path / "s", STUDY, STUDY + ".9", slices=6)
         assert c_store(files, node.scp.port) == [0] * 6
         wait_for(lambda: series_state(tmp_path / "work").get(STUDY + ".9", {}).get("purged") == 1, 60, what="the purge")
         assert not (tmp_path / "work" / "received" / STUDY / (STUDY + ".9")).exists()
         assert not (tmp_path / "work" / "results" / (STUDY + ".9")).exists()
-    finally:
-        node.stop_event.set()
-        thread.join(30)
 
 
 def test_sigterm_requeues_the_running_job_and_status(tmp_path):
