@@ -4,7 +4,10 @@ the command line with the blob stand-in detector), and free loopback ports."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +16,11 @@ import time
 from pathlib import Path
 
 import pydicom
+import pytest
+import requests
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 
+from a3d.serve.queue import Queue
 from dicom_fixtures import write_slices
 from test_predict_support import phantom
 
@@ -38,8 +45,6 @@ def lesion_series(folder: Path, study_uid: str, series_uid: str, slices: int = 1
 def c_store(files: list[Path], port: int, called: str = "A3D", calling: str = "PACS", host: str = "127.0.0.1",
             tls_args=None) -> list[int | None]:
     """C-STORE ``files`` on one association; each one's status (None: no association or no answer)."""
-    from pynetdicom import AE
-
     datasets = [pydicom.dcmread(f) for f in files]
     ae = AE(ae_title=calling)
     for ds in datasets:
@@ -64,8 +69,6 @@ class FakePacs:
         self._server = None
 
     def up(self) -> "FakePacs":
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
-
         def on_store(event):
             ds = event.dataset
             ds.file_meta = event.file_meta
@@ -120,8 +123,6 @@ def start_node(work: Path, port: int, *extra: str, forward_s: float = 0.0, log: 
 
 
 def series_state(work: Path) -> dict[str, dict]:
-    from a3d.serve.queue import Queue
-
     return {r["series_uid"]: r for r in Queue(work).series_rows()}
 
 
@@ -150,12 +151,7 @@ class Orthanc:
     DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
     def __init__(self, folder: Path, modalities: dict[str, tuple[str, int]], aet: str = "ORTHANC"):
-        import json
-        import shutil
-
         if shutil.which("Orthanc") is None and not Path(self.BINARY).exists():
-            import pytest
-
             if os.environ.get("CI") == "true":
                 pytest.fail("Orthanc is missing: .ci/run installs Debian's orthanc and orthanc-dicomweb")
             pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
@@ -179,8 +175,6 @@ class Orthanc:
         return f"{self.aet}@127.0.0.1:{self.dicom}"
 
     def start(self) -> "Orthanc":
-        import requests
-
         log = open(self.folder / "orthanc.log", "ab")
         self.proc = subprocess.Popen([self.BINARY if Path(self.BINARY).exists() else "Orthanc",
                                       str(self.folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
@@ -204,22 +198,16 @@ class Orthanc:
 
     def upload(self, files: list[Path]) -> str:
         """POST the files to /instances; returns the Orthanc id of their series."""
-        import requests
-
         ids = [requests.post(self.url + "/instances", data=f.read_bytes(), timeout=30).json() for f in files]
         return ids[0]["ParentSeries"]
 
     def route(self, series_id: str, modality: str = "a3d", **options):
         """Orthanc's store to a modality (what a routing rule or a user's "Send to" does), synchronously."""
-        import requests
-
         body = {"Resources": [series_id], "Synchronous": True, **options}
         return requests.post(f"{self.url}/modalities/{modality}/store", json=body, timeout=120)
 
     def study_series(self, study_uid: str) -> list[dict]:
         """MainDicomTags of every series of the study with this Study Instance UID (plus its instance ids)."""
-        import requests
-
         found = requests.post(self.url + "/tools/lookup", data=study_uid, timeout=10).json()
         studies = [f["ID"] for f in found if f["Type"] == "Study"]
         if not studies:
@@ -228,8 +216,4 @@ class Orthanc:
         return [{**s["MainDicomTags"], "Instances": s["Instances"]} for s in series]
 
     def instance(self, instance_id: str) -> pydicom.Dataset:
-        import io
-
-        import requests
-
         return pydicom.dcmread(io.BytesIO(requests.get(f"{self.url}/instances/{instance_id}/file", timeout=30).content))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydicom.uid import generate_uid
@@ -69,8 +69,7 @@ class JobRunner:
         scan, read_s = read_input(series_dir, ReadOptions(series=job.series_uid))
         if stop.is_set():
             raise Stopped
-        outputs = OutputOptions(**{**self.outputs.__dict__, "dicom": True,
-                                   "dicom_series": result_series(job.series_uid, job.job)})
+        outputs = replace(self.outputs, dicom=True, dicom_series=result_series(job.series_uid, job.job))
         done = predict_into(scan, self.result_dir(job.series_uid), self.model, self.cfg, self.settings, outputs,
                             checkpoint=self.checkpoint, read_s=read_s, progress=progress)
         for w in done.warnings:

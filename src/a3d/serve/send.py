@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
 
 from a3d.errors import A3DError
 
@@ -66,8 +69,6 @@ def send(dest: Destination, files: list[Path], calling_ae: str, timeout_s: float
 
 
 def _c_store(dest: Destination, datasets: list, calling_ae: str, timeout_s: float) -> None:
-    from pynetdicom import AE
-
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
@@ -89,9 +90,6 @@ def _c_store(dest: Destination, datasets: list, calling_ae: str, timeout_s: floa
 
 
 def _stow(dest: Destination, datasets: list, timeout_s: float) -> None:
-    import requests
-    from dicomweb_client.api import DICOMwebClient
-
     client = DICOMwebClient(url=dest.url, timeout=timeout_s)
     try:
         response = client.store_instances(datasets=datasets)

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.uid import UID
+
 from a3d.data.scans.dicom_pixels import CT_SOP_CLASSES
 from a3d.io import write_bytes_durable
 from a3d.serve.queue import Queue
@@ -76,7 +78,5 @@ class InstanceStore:
 
 
 def _sop_name(uid: str) -> str:
-    from pydicom.uid import UID
-
     name = UID(uid).name if uid else ""
     return name if name and name != uid else f"SOP class {uid or 'missing'}"
