@@ -139,6 +139,7 @@ def test_refusals_and_allowed_callers(scp, tmp_path, caplog):
         wait_for(lambda: "rejected" in caplog.text and "refused" in caplog.text, 10, what="log lines")
     assert "2 refused (1 x MR Image Storage: not a CT image, 1 x Modality MR: not CT)" in caplog.text
     assert "association from OTHER@127.0.0.1" in caplog.text and "Test^Phantom" not in caplog.text
+    assert f"instances of series {STUDY}.3 refused: MR Image Storage: not a CT image" in caplog.text
     assert not server.store.root.exists() or not any(server.store.root.rglob("*.dcm"))
 
 

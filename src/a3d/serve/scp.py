@@ -29,6 +29,7 @@ class _Tally:
     peer: str
     stored: int = 0
     refused: Counter = field(default_factory=Counter)
+    named: set = field(default_factory=set)  # (series, reason) already logged
 
 
 def tls_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
@@ -111,11 +112,22 @@ class StorageSCP:
         except Exception as e:  # an unreadable dataset: never answer success for what was not kept
             log.error("C-STORE from %s: cannot read the dataset (%s)", self._peer(event.assoc), type(e).__name__)
             outcome = None
+        reason = "unreadable dataset" if outcome is None else "" if outcome.status == SUCCESS else outcome.reason
         with self._lock:
             tally = self._tallies.get(id(event.assoc))
-            if tally is not None:
-                if outcome is not None and outcome.status == SUCCESS:
-                    tally.stored += 1
-                else:
-                    tally.refused[outcome.reason if outcome else "unreadable dataset"] += 1
+            if tally is not None and not reason:
+                tally.stored += 1
+            elif tally is not None:
+                tally.refused[reason] += 1
+                series = self._series(event)
+                if (series, reason) not in tally.named:  # each refused series named once per association
+                    tally.named.add((series, reason))
+                    log.warning("C-STORE from %s: instances of series %s refused: %s", tally.peer, series, reason)
         return outcome.status if outcome is not None else 0xC000
+
+    @staticmethod
+    def _series(event) -> str:
+        try:
+            return str(event.dataset.get("SeriesInstanceUID", "") or "(no Series Instance UID)")
+        except Exception:
+            return "(unreadable)"
